@@ -1,0 +1,173 @@
+"""One settings object: defaults, a livekit.yaml-style file, environment, then flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from roost.limits import Limits
+
+DEV_KEYS = {"devkey": "secret"}
+MIN_SECRET_LENGTH = 32
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message says which and why."""
+
+
+@dataclass
+class RTCConfig:
+    """Media transport settings (`rtc.*` in livekit.yaml)."""
+
+    node_ip: str = ""
+    port_range_start: int = 0  # 0 = ephemeral UDP ports
+    port_range_end: int = 0
+    use_ice_lite: bool = False
+    stun_servers: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RoomConfig:
+    """Room defaults (`room.*` in livekit.yaml)."""
+
+    auto_create: bool = True
+    empty_timeout: int = 300
+    departure_timeout: int = 20
+    max_participants: int = 0
+    enable_remote_unmute: bool = False
+
+
+@dataclass
+class WebhookConfig:
+    """Webhook targets (`webhook.*`)."""
+
+    api_key: str = ""
+    urls: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RedisConfig:
+    """Redis connection (`redis.*`); empty address means single-node, in memory."""
+
+    address: str = ""
+    username: str = ""
+    password: str = ""
+    db: int = 0
+    sentinel_master_name: str = ""
+    sentinel_addresses: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Settings:
+    """Everything `roost serve` needs to run."""
+
+    port: int = 7880
+    bind_addresses: list[str] = field(default_factory=lambda: ["0.0.0.0"])
+    keys: dict[str, str] = field(default_factory=dict)
+    development: bool = False
+    log_level: str = "info"
+    ping_interval: int = 5
+    ping_timeout: int = 15
+    join_timeout: float = 60.0  # seconds for a participant to become ACTIVE
+    drain_timeout: float = 10.0
+    region: str = ""
+    rtc: RTCConfig = field(default_factory=RTCConfig)
+    room: RoomConfig = field(default_factory=RoomConfig)
+    limit: Limits = field(default_factory=Limits)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+
+    def validate(self) -> None:
+        """Refuse settings that would start an insecure or broken server."""
+        if not self.keys:
+            raise ConfigError(
+                "no API keys configured: pass --keys 'key: secret', set LIVEKIT_KEYS, "
+                "or use --dev"
+            )
+        if not self.development:
+            for key, secret in self.keys.items():
+                if len(secret) < MIN_SECRET_LENGTH:
+                    raise ConfigError(
+                        f"secret for key {key!r} is {len(secret)} characters; at least "
+                        f"{MIN_SECRET_LENGTH} are required outside --dev mode"
+                    )
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port {self.port} is out of range")
+
+    @property
+    def media_addresses(self) -> list[str]:
+        """Addresses ICE gathers host candidates on (node_ip first, loopback included)."""
+        out: list[str] = []
+        if self.rtc.node_ip:
+            out.append(self.rtc.node_ip)
+        for addr in self.bind_addresses:
+            if addr in ("0.0.0.0", "", "::"):
+                continue
+            if addr not in out:
+                out.append(addr)
+        if not out:
+            out.append("127.0.0.1")
+        return out
+
+
+def parse_keys(text: str) -> dict[str, str]:
+    """Parse `"key: secret"` pairs separated by newlines or commas."""
+    keys: dict[str, str] = {}
+    for part in text.replace(",", "\n").splitlines():
+        part = part.strip()
+        if not part:
+            continue
+        if ":" not in part:
+            raise ConfigError(f"key pair {part!r} must look like 'key: secret'")
+        k, v = part.split(":", 1)
+        if not k.strip() or not v.strip():
+            raise ConfigError(f"key pair {part!r} has an empty key or secret")
+        keys[k.strip()] = v.strip()
+    return keys
+
+
+def _apply(obj: Any, values: dict[str, Any], where: str) -> None:
+    names = {f.name for f in fields(obj)}
+    for key, value in values.items():
+        if key not in names:
+            continue  # livekit.yaml has many keys roost does not use
+        current = getattr(obj, key)
+        if hasattr(current, "__dataclass_fields__") and isinstance(value, dict):
+            _apply(current, value, f"{where}.{key}")
+        else:
+            setattr(obj, key, value)
+
+
+def load_file(settings: Settings, path: str | Path) -> None:
+    """Merge a livekit.yaml-style file into `settings`."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping")
+    keys = data.pop("keys", None)
+    if isinstance(keys, dict):
+        settings.keys.update({str(k): str(v) for k, v in keys.items()})
+    rtc = data.get("rtc")
+    if isinstance(rtc, dict):
+        rtc = dict(rtc)
+        if "port_range_start" not in rtc and "udp_port" in rtc:
+            rtc["port_range_start"] = rtc["port_range_end"] = rtc["udp_port"]
+        data["rtc"] = rtc
+    _apply(settings, data, "config")
+
+
+def from_env(settings: Settings, env: dict[str, str] | None = None) -> None:
+    """Apply LIVEKIT_KEYS / LIVEKIT_CONFIG style environment variables."""
+    env = dict(os.environ) if env is None else env
+    if env.get("LIVEKIT_CONFIG"):
+        data = yaml.safe_load(env["LIVEKIT_CONFIG"]) or {}
+        if isinstance(data, dict):
+            _apply(settings, data, "LIVEKIT_CONFIG")
+    if env.get("LIVEKIT_KEYS"):
+        settings.keys.update(parse_keys(env["LIVEKIT_KEYS"]))

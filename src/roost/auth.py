@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
+import jwt.warnings
 from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 from livekit.protocol import models, room as room_pb
 
 LEEWAY_SECONDS = 60
+
+# Dev mode's well-known secret is short by design; outside dev mode config refuses short ones.
+warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
 
 _SOURCES = {
     "camera": models.TrackSource.CAMERA,

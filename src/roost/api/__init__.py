@@ -1,0 +1,1 @@
+"""Server APIs: the Twirp RoomService, and (later) webhooks."""

@@ -1,0 +1,1 @@
+"""The HTTP and WebSocket edge: decodes, authenticates and limits, then hands over."""

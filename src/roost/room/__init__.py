@@ -1,0 +1,1 @@
+"""The domain: rooms, participants, tracks, permissions; pure logic on asyncio."""

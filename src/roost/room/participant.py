@@ -1,0 +1,163 @@
+"""A participant: identity, state, permissions, and its full-snapshot ParticipantInfo."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from livekit.protocol import models, rtc
+
+from roost import ids
+
+if TYPE_CHECKING:
+    from roost.media.transport import PeerTransport
+    from roost.room.types import SignalSink
+
+log = logging.getLogger("roost.participant")
+
+State = models.ParticipantInfo.State
+
+
+@dataclass
+class ClientParams:
+    """What the client said about itself on the signalling URL (or JoinRequest)."""
+
+    protocol: int = 0
+    client_protocol: int = 0
+    auto_subscribe: bool = True
+    adaptive_stream: bool = False
+    sdk: str = ""
+    version: str = ""
+    os: str = ""
+    capabilities: list[int] = field(default_factory=list)
+    reconnect: bool = False
+    reconnect_sid: str = ""
+    reconnect_reason: int = 0
+    single_pc: bool = False
+    client_info: models.ClientInfo | None = None
+
+
+class Participant:
+    """One session of one identity in one room."""
+
+    def __init__(
+        self,
+        *,
+        identity: str,
+        name: str,
+        metadata: str,
+        attributes: dict[str, str],
+        kind: int,
+        permission: models.ParticipantPermission,
+        params: ClientParams,
+        api_key: str,
+        grant_raw: dict[str, Any] | None = None,
+    ) -> None:
+        self.sid = ids.new_id(ids.PARTICIPANT)
+        self.identity = identity
+        self.name = name
+        self.metadata = metadata
+        self.attributes = dict(attributes)
+        self.kind = kind
+        self.permission = permission
+        self.params = params
+        self.api_key = api_key
+        self.grant_raw = grant_raw or {}
+        self.state: int = State.JOINING
+        self.version = 0
+        now = time.time()
+        self.joined_at = int(now)
+        self.joined_at_ms = int(now * 1000)
+        self.disconnect_reason: int = 0
+        self.is_publisher = False
+        self.tracks: dict[str, models.TrackInfo] = {}
+        self.session: SignalSink | None = None
+        self.publisher: PeerTransport | None = None
+        self.subscriber: PeerTransport | None = None
+        self.last_reliable_seq = 0  # highest reliable DataPacket.sequence received
+        self.subscriber_offer_id = 0
+        self.signal_rtt_ms = 0
+        self.subscription_permission: rtc.SubscriptionPermission | None = None
+        self._pending: list[rtc.SignalResponse] = []
+
+    # -- derived facts -------------------------------------------------------
+    @property
+    def hidden(self) -> bool:
+        return bool(self.permission.hidden)
+
+    @property
+    def subscriber_primary(self) -> bool:
+        return (self.params.protocol > 2 and self.permission.can_subscribe
+                and not self.params.single_pc)
+
+    @property
+    def primary(self) -> PeerTransport | None:
+        return self.subscriber if self.subscriber_primary else self.publisher
+
+    @property
+    def active(self) -> bool:
+        return self.state == State.ACTIVE
+
+    @property
+    def connected(self) -> bool:
+        return self.state in (State.JOINED, State.ACTIVE)
+
+    def log_extra(self) -> dict[str, str]:
+        return {"participant": self.identity, "pID": self.sid}
+
+    # -- state ---------------------------------------------------------------
+    def touch(self) -> None:
+        """Mark the info changed: the next snapshot carries a higher version."""
+        self.version += 1
+
+    def set_state(self, state: int) -> bool:
+        """Move forward in JOINING → JOINED → ACTIVE → DISCONNECTED; False if not forward."""
+        if state <= self.state:
+            return False
+        self.state = state
+        self.touch()
+        return True
+
+    def to_proto(self) -> models.ParticipantInfo:
+        info = models.ParticipantInfo(
+            sid=self.sid,
+            identity=self.identity,
+            state=self.state,  # type: ignore[arg-type]
+            metadata=self.metadata,
+            joined_at=self.joined_at,
+            joined_at_ms=self.joined_at_ms,
+            name=self.name,
+            version=self.version,
+            is_publisher=self.is_publisher,
+            kind=self.kind,  # type: ignore[arg-type]
+            disconnect_reason=self.disconnect_reason,  # type: ignore[arg-type]
+            client_protocol=self.params.client_protocol,
+        )
+        info.permission.CopyFrom(self.permission)
+        info.attributes.update(self.attributes)
+        info.tracks.extend(self.tracks.values())
+        info.capabilities.extend(self.params.capabilities)  # type: ignore[arg-type]
+        return info
+
+    # -- signalling ----------------------------------------------------------
+    def send(self, response: rtc.SignalResponse) -> None:
+        """Send to the client; messages made before the JoinResponse wait for it."""
+        if self.state == State.JOINING:
+            self._pending.append(response)
+            return
+        if self.session is not None:
+            self.session.send(response)
+
+    def flush_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        for response in pending:
+            self.send(response)
+
+    def send_data(self, label: str, payload: bytes) -> bool:
+        """Deliver a serialized DataPacket on the primary transport's channel `label`."""
+        transport = self.primary
+        if transport is None:
+            return False
+        return transport.send_data(label, payload)

@@ -1,0 +1,285 @@
+"""A room: its participants, the updates they see, and data routing between them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from google.protobuf.message import DecodeError
+from livekit.protocol import models, rtc
+
+from roost import ids
+from roost.room.participant import Participant, State
+
+log = logging.getLogger("roost.room")
+
+Reason = models.DisconnectReason
+
+RELIABLE = "_reliable"
+LOSSY = "_lossy"
+
+
+class JoinError(Exception):
+    """A participant cannot join; `status` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Room:
+    """One room's participants and state; all methods run on the event loop."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        empty_timeout: int,
+        departure_timeout: int,
+        max_participants: int = 0,
+        metadata: str = "",
+    ) -> None:
+        self.sid = ids.new_id(ids.ROOM)
+        self.name = name
+        self.empty_timeout = empty_timeout
+        self.departure_timeout = departure_timeout
+        self.max_participants = max_participants
+        self.metadata = metadata
+        now = time.time()
+        self.creation_time = int(now)
+        self.creation_time_ms = int(now * 1000)
+        self.participants: dict[str, Participant] = {}  # by identity
+        self.closed = False
+        self.ever_joined = False
+        self.last_left_at = 0.0
+        self.version = 0
+        self.on_participant_active: list[Callable[[Room, Participant], None]] = []
+        self.on_participant_left: list[Callable[[Room, Participant], None]] = []
+
+    # -- views ---------------------------------------------------------------
+    def log_extra(self) -> dict[str, str]:
+        return {"room": self.name, "roomID": self.sid}
+
+    def visible(self) -> list[Participant]:
+        return [p for p in self.participants.values() if not p.hidden]
+
+    def by_sid(self, sid: str) -> Participant | None:
+        for p in self.participants.values():
+            if p.sid == sid:
+                return p
+        return None
+
+    def to_proto(self) -> models.Room:
+        visible = self.visible()
+        room = models.Room(
+            sid=self.sid,
+            name=self.name,
+            empty_timeout=self.empty_timeout,
+            departure_timeout=self.departure_timeout,
+            max_participants=self.max_participants,
+            creation_time=self.creation_time,
+            creation_time_ms=self.creation_time_ms,
+            metadata=self.metadata,
+            num_participants=len(visible),
+            num_publishers=sum(1 for p in visible if p.is_publisher),
+        )
+        room.version.unix_micro = self.creation_time_ms * 1000
+        room.version.ticks = self.version
+        return room
+
+    # -- membership ----------------------------------------------------------
+    def check_join(self) -> None:
+        if self.closed:
+            raise JoinError("room is closed", 503)
+        counted = [p for p in self.participants.values() if not p.hidden]
+        if self.max_participants and len(counted) >= self.max_participants:
+            raise JoinError("room is full", 503)
+
+    def join(self, participant: Participant) -> rtc.JoinResponse:
+        """Add `participant`; returns the room part of its JoinResponse."""
+        self.check_join()
+        self.participants[participant.identity] = participant
+        self.ever_joined = True
+        response = rtc.JoinResponse(subscriber_primary=participant.subscriber_primary)
+        response.room.CopyFrom(self.to_proto())
+        response.other_participants.extend(
+            p.to_proto() for p in self.visible() if p is not participant and p.connected
+        )
+        log.info("participant joining", extra={**self.log_extra(), **participant.log_extra()})
+        return response
+
+    def mark_joined(self, participant: Participant) -> None:
+        """The JoinResponse went out: announce the newcomer and release queued messages."""
+        participant.set_state(State.JOINED)
+        participant.flush_pending()
+        self.broadcast_participant(participant)
+
+    def mark_active(self, participant: Participant) -> None:
+        if participant.set_state(State.ACTIVE):
+            log.info("participant active", extra={**self.log_extra(), **participant.log_extra()})
+            self.broadcast_participant(participant)
+            for cb in self.on_participant_active:
+                cb(self, participant)
+
+    def remove(self, participant: Participant, reason: int, *, send_leave: bool = True) -> bool:
+        """Take `participant` out of the room; tell it why and tell the others it left."""
+        if self.participants.get(participant.identity) is not participant:
+            return False
+        del self.participants[participant.identity]
+        participant.disconnect_reason = reason
+        participant.set_state(State.DISCONNECTED)
+        self.last_left_at = time.monotonic()
+        if send_leave and participant.session is not None:
+            participant.session.send(leave_response(reason, participant.params.protocol))
+            participant.session.close("removed")
+        self.broadcast_participant(participant)
+        for cb in self.on_participant_left:
+            cb(self, participant)
+        task = asyncio.get_running_loop().create_task(_close_transports(participant))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+        log.info("participant left", extra={**self.log_extra(), **participant.log_extra(),
+                                            "reason": Reason.Name(reason)})
+        return True
+
+    # -- updates -------------------------------------------------------------
+    def broadcast_participant(self, participant: Participant) -> None:
+        """Send `participant`'s snapshot to itself and (unless hidden) to everyone else."""
+        update = rtc.SignalResponse()
+        update.update.participants.append(participant.to_proto())
+        if participant.state != State.DISCONNECTED:
+            participant.send(update)
+        if participant.hidden:
+            return
+        for other in self.participants.values():
+            if other is not participant and other.connected:
+                other.send(update)
+
+    def broadcast_room(self) -> None:
+        self.version += 1
+        message = rtc.SignalResponse()
+        message.room_update.room.CopyFrom(self.to_proto())
+        for p in self.participants.values():
+            if p.connected:
+                p.send(message)
+
+    def full_update(self, to: Participant) -> None:
+        """Everyone the participant may see (itself included), as on resume."""
+        update = rtc.SignalResponse()
+        update.update.participants.extend(
+            p.to_proto() for p in self.participants.values()
+            if p is to or (not p.hidden and p.connected)
+        )
+        to.send(update)
+
+    # -- data ----------------------------------------------------------------
+    def on_data(self, sender: Participant, label: str, payload: bytes) -> None:
+        """A DataPacket arrived from `sender` on channel `label`: stamp it and route it."""
+        if not sender.connected or not sender.permission.can_publish_data:
+            return
+        if label not in (RELIABLE, LOSSY):
+            return  # _data_track and unlabeled channels are not routed
+        packet = models.DataPacket()
+        try:
+            packet.ParseFromString(payload)
+        except DecodeError:
+            log.debug("undecodable data packet", extra=sender.log_extra())
+            return
+        reliable = label == RELIABLE
+        if reliable and packet.sequence > 0:
+            if packet.sequence <= sender.last_reliable_seq:
+                return  # replay of something already routed (after a resume)
+            sender.last_reliable_seq = packet.sequence
+        kind = packet.WhichOneof("value")
+        if kind == "transcription" and sender.kind != models.ParticipantInfo.Kind.AGENT:
+            return
+        if kind == "metrics":
+            return
+        keep_identity = (
+            sender.kind == models.ParticipantInfo.Kind.AGENT
+            and kind in ("chat_message", "stream_header")
+            and packet.participant_identity not in ("", sender.identity)
+        )
+        if not keep_identity:
+            packet.participant_identity = "" if sender.hidden else sender.identity
+        packet.participant_sid = sender.sid
+        packet.kind = models.DataPacket.Kind.RELIABLE if reliable else models.DataPacket.Kind.LOSSY
+        destinations = list(packet.destination_identities)
+        if kind == "user":
+            user = packet.user
+            user.participant_sid = sender.sid
+            user.participant_identity = packet.participant_identity
+            if not destinations and user.destination_identities:
+                destinations = list(user.destination_identities)
+            if destinations:
+                del user.destination_identities[:]
+                user.destination_identities.extend(destinations)
+            destination_sids = set(user.destination_sids)
+        else:
+            destination_sids = set()
+        if destinations:
+            del packet.destination_identities[:]
+            packet.destination_identities.extend(destinations)
+        self.deliver(packet, reliable, exclude=sender, identities=destinations,
+                     sids=destination_sids)
+
+    def deliver(
+        self,
+        packet: models.DataPacket,
+        reliable: bool,
+        *,
+        exclude: Participant | None = None,
+        identities: Iterable[str] = (),
+        sids: Iterable[str] = (),
+    ) -> int:
+        """Serialize once and send to the selected participants; returns how many got it."""
+        wanted_ids, wanted_sids = set(identities), set(sids)
+        data = packet.SerializeToString()
+        label = RELIABLE if reliable else LOSSY
+        sent = 0
+        for p in self.participants.values():
+            if p is exclude or not p.connected:
+                continue
+            if (wanted_ids or wanted_sids) and p.identity not in wanted_ids \
+                    and p.sid not in wanted_sids:
+                continue
+            if not reliable and not p.active:
+                continue
+            if p.send_data(label, data):
+                sent += 1
+            elif reliable:
+                log.warning("reliable data not delivered",
+                            extra={**self.log_extra(), **p.log_extra()})
+        return sent
+
+    def close(self, reason: int = Reason.ROOM_DELETED) -> None:
+        self.closed = True
+        for p in list(self.participants.values()):
+            self.remove(p, reason)
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+async def _close_transports(participant: Participant) -> None:
+    for transport in (participant.publisher, participant.subscriber):
+        if transport is not None:
+            try:
+                await transport.close()
+            except Exception:  # a transport failing to close must not stop the others
+                log.exception("transport close failed", extra=participant.log_extra())
+
+
+def leave_response(reason: int, protocol: int, action: int | None = None) -> rtc.SignalResponse:
+    """A LeaveRequest for the client, in the form its protocol version understands."""
+    msg = rtc.SignalResponse()
+    msg.leave.reason = reason  # type: ignore[assignment]
+    if action is None:
+        action = rtc.LeaveRequest.Action.DISCONNECT
+    if protocol >= 13:
+        msg.leave.action = action  # type: ignore[assignment]
+    else:
+        msg.leave.can_reconnect = action != rtc.LeaveRequest.Action.DISCONNECT
+    return msg

@@ -1,0 +1,1 @@
+"""Signalling: one SignalSession per WebSocket, with its codec and request handlers."""

@@ -1,0 +1,240 @@
+"""SignalService: turns an authenticated /rtc request into a participant with a session."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from typing import Any
+
+from aiohttp import web
+from livekit.protocol import rtc
+
+from roost import ids
+from roost.auth import Claims, VideoGrant, issue_token
+from roost.config import Settings
+from roost.media.transport import PeerTransport
+from roost.room.manager import ResumeRefused, RoomManager
+from roost.room.participant import ClientParams, Participant, State
+from roost.room.room import JoinError, Reason, Room, leave_response
+from roost.signal.handlers import Handlers
+from roost.signal.session import SignalSession
+
+log = logging.getLogger("roost.signal")
+
+TOKEN_REFRESH_INTERVAL = 300.0
+RESUME_GRACE = 20.0  # seconds a participant whose socket dropped may take to resume
+
+
+class SignalService:
+    """Owns every SignalSession on this node."""
+
+    def __init__(self, settings: Settings, rooms: RoomManager) -> None:
+        self.settings = settings
+        self.rooms = rooms
+        self.node_id = ids.new_id(ids.NODE)
+        self.sessions: set[SignalSession] = set()
+        self._grace: dict[str, asyncio.TimerHandle] = {}  # participant sid → removal timer
+        self._refresh: dict[str, asyncio.Task[None]] = {}
+        self._all_closed = asyncio.Event()
+
+    # -- connect ---------------------------------------------------------------
+    async def connect(self, request: web.Request, claims: Claims, params: ClientParams, *,
+                      attributes: dict[str, str] | None = None,
+                      metadata: str | None = None) -> web.StreamResponse:
+        """Join (or resume) before upgrading, so refusals are HTTP errors; then serve."""
+        try:
+            result = self.rooms.join(claims, params, attributes=attributes, metadata=metadata)
+        except ResumeRefused:
+            return await self._refuse_resume(request, params)
+        except JoinError as exc:
+            return web.Response(status=exc.status, text=str(exc))
+        ws = web.WebSocketResponse(
+            max_msg_size=self.settings.limit.signal_message_size,
+            heartbeat=10.0,
+            compress=True,
+        )
+        await ws.prepare(request)
+        room, participant = result.room, result.participant
+        session = SignalSession(self, ws, room, participant)
+        session.handlers = Handlers(self, session)
+        self.sessions.add(session)
+        if result.resumed:
+            await self._resume(session)
+        else:
+            await self._start(session)
+        await session.run()
+        return ws
+
+    async def _refuse_resume(self, request: web.Request,
+                             params: ClientParams) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        msg = leave_response(Reason.STATE_MISMATCH, params.protocol,
+                             rtc.LeaveRequest.Action.RECONNECT)
+        await ws.send_bytes(msg.SerializeToString())
+        await ws.close()
+        return ws
+
+    async def _start(self, session: SignalSession) -> None:
+        room, p = session.room, session.participant
+        join = room.join(p)
+        p.session = session
+        if p.subscriber_primary:
+            p.subscriber = self._transport(room, p, "subscriber")
+        session.fill_join(join)
+        session.send(rtc.SignalResponse(join=join))
+        room.mark_joined(p)
+        self._send_refresh_token(p)
+        self._refresh[p.sid] = asyncio.get_running_loop().create_task(self._refresh_loop(p))
+        if p.subscriber is not None:
+            p.subscriber_offer_id = random.randint(1, 256)
+            await self.send_subscriber_offer(p)
+
+    async def _resume(self, session: SignalSession) -> None:
+        room, p = session.room, session.participant
+        timer = self._grace.pop(p.sid, None)
+        if timer is not None:
+            timer.cancel()
+        old = p.session
+        p.session = session
+        if isinstance(old, SignalSession) and old is not session:
+            old.closed = True
+            with contextlib.suppress(Exception):
+                await old.ws.close()
+        log.info("participant resuming", extra={**room.log_extra(), **p.log_extra()})
+        reconnect = rtc.SignalResponse()
+        reconnect.reconnect.server_info.CopyFrom(session.server_info())
+        reconnect.reconnect.last_message_seq = p.last_reliable_seq
+        session.send(reconnect)
+        room.full_update(p)
+        msg = rtc.SignalResponse()
+        msg.room_update.room.CopyFrom(room.to_proto())
+        session.send(msg)
+        self._send_refresh_token(p)
+        if p.subscriber is not None:
+            await self.send_subscriber_offer(p)
+
+    def _transport(self, room: Room, p: Participant, label: str) -> PeerTransport:
+        rtc_cfg = self.settings.rtc
+        port_range = None
+        if rtc_cfg.port_range_start and rtc_cfg.port_range_end:
+            port_range = (rtc_cfg.port_range_start, rtc_cfg.port_range_end)
+        transport = PeerTransport(addresses=self.settings.media_addresses,
+                                  port_range=port_range, label=f"{p.sid}/{label}")
+        transport.on_data = lambda channel, data: room.on_data(p, channel, data)
+
+        def on_state(state: str) -> None:
+            if state == "connected" and transport is p.primary:
+                room.mark_active(p)
+            elif state == "failed":
+                log.info("%s transport failed", label, extra={**room.log_extra(),
+                                                              **p.log_extra()})
+        transport.on_state = on_state
+        return transport
+
+    def publisher_transport(self, p: Participant) -> PeerTransport:
+        if p.publisher is None:
+            session = p.session
+            room = session.room if isinstance(session, SignalSession) else None
+            if room is None:
+                raise RuntimeError("participant has no session")
+            p.publisher = self._transport(room, p, "publisher")
+        return p.publisher
+
+    async def send_subscriber_offer(self, p: Participant) -> None:
+        transport = p.subscriber
+        if transport is None:
+            return
+        sdp = await transport.create_offer()
+        p.subscriber_offer_id += 1
+        msg = rtc.SignalResponse()
+        msg.offer.type = "offer"
+        msg.offer.sdp = sdp
+        msg.offer.id = p.subscriber_offer_id
+        p.send(msg)
+
+    # -- tokens ----------------------------------------------------------------
+    def refresh_token(self, p: Participant) -> str:
+        secret = self.settings.keys.get(p.api_key) or next(iter(self.settings.keys.values()))
+        raw: dict[str, Any] = p.grant_raw
+        video = VideoGrant.from_claim(dict(raw.get("video") or {}))
+        perm = p.permission
+        video.can_publish = perm.can_publish
+        video.can_subscribe = perm.can_subscribe
+        video.can_publish_data = perm.can_publish_data
+        video.can_update_own_metadata = perm.can_update_metadata
+        video.hidden = perm.hidden
+        left = float(raw.get("exp") or 0) - time.time()
+        return issue_token(p.api_key, secret, identity=p.identity, video=video, name=p.name,
+                           metadata=p.metadata, kind=p.kind, attributes=p.attributes,
+                           valid_for=max(600.0, left))
+
+    def _send_refresh_token(self, p: Participant) -> None:
+        p.send(rtc.SignalResponse(refresh_token=self.refresh_token(p)))
+
+    async def _refresh_loop(self, p: Participant) -> None:
+        while p.state != State.DISCONNECTED:
+            await asyncio.sleep(TOKEN_REFRESH_INTERVAL)
+            if p.state != State.DISCONNECTED:
+                self._send_refresh_token(p)
+
+    def participant_changed(self, room: Room, p: Participant) -> None:
+        """Name, metadata, attributes or permission changed: tell everyone, refresh the token."""
+        p.touch()
+        room.broadcast_participant(p)
+        self._send_refresh_token(p)
+
+    # -- endings ---------------------------------------------------------------
+    def session_ended(self, session: SignalSession) -> None:
+        self.sessions.discard(session)
+        if not self.sessions:
+            self._all_closed.set()
+        p, room = session.participant, session.room
+        if p.session is not session:
+            return  # replaced by a resumed session
+        p.session = None
+        if p.state == State.DISCONNECTED:
+            self._forget(p)
+            return
+        # The socket dropped without a leave: hold the participant for a resume.
+        loop = asyncio.get_running_loop()
+        self._grace[p.sid] = loop.call_later(RESUME_GRACE, self._expire, room, p)
+
+    def _expire(self, room: Room, p: Participant) -> None:
+        self._grace.pop(p.sid, None)
+        if p.session is None:
+            room.remove(p, Reason.SIGNAL_CLOSE, send_leave=False)
+            self._forget(p)
+
+    def _forget(self, p: Participant) -> None:
+        task = self._refresh.pop(p.sid, None)
+        if task is not None:
+            task.cancel()
+        timer = self._grace.pop(p.sid, None)
+        if timer is not None:
+            timer.cancel()
+
+    def leave(self, room: Room, p: Participant, reason: int) -> None:
+        """The client asked to leave: echo a DISCONNECT leave and remove it."""
+        room.remove(p, reason)
+        self._forget(p)
+
+    async def drain(self, deadline: float) -> None:
+        """Refuse new joins, tell everyone to leave, wait for sockets to close."""
+        self.rooms.draining = True
+        for name in list(self.rooms.rooms):
+            room = self.rooms.rooms.get(name)
+            if room is not None:
+                room.close(Reason.SERVER_SHUTDOWN)
+                self.rooms.delete_room(name, Reason.SERVER_SHUTDOWN)
+        if self.sessions:
+            self._all_closed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_closed.wait(), deadline)
+        for session in list(self.sessions):
+            with contextlib.suppress(Exception):
+                await session.ws.close()
+

@@ -1,0 +1,202 @@
+"""SignalSession: one client's signalling WebSocket, its send queue, pings and lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+from livekit.protocol import models, rtc
+
+from roost import PROTOCOL_SERVER_VERSION, SERVER_PROTOCOL
+from roost.signal.codec import FrameError, decode_request, encode_response
+
+if TYPE_CHECKING:
+    from roost.room.participant import Participant
+    from roost.room.room import Room
+    from roost.signal.handlers import Handlers
+    from roost.signal.service import SignalService
+
+log = logging.getLogger("roost.signal")
+
+Reason = models.DisconnectReason
+_CLOSE = object()
+
+
+class SignalSession:
+    """Reads SignalRequests from one WebSocket and writes SignalResponses to it."""
+
+    def __init__(self, service: SignalService, ws: web.WebSocketResponse, room: Room,
+                 participant: Participant) -> None:
+        self.service = service
+        self.ws = ws
+        self.room = room
+        self.participant = participant
+        self.as_json = False
+        self.closed = False
+        self.last_seen = time.monotonic()
+        self._queue: asyncio.Queue[object] = asyncio.Queue(
+            maxsize=service.settings.limit.signal_send_queue)
+        self._requests: asyncio.Queue[rtc.SignalRequest | None] = asyncio.Queue(maxsize=256)
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.handlers: Handlers | None = None
+
+    # -- SignalSink ----------------------------------------------------------
+    def send(self, response: rtc.SignalResponse) -> None:
+        if self.closed:
+            return
+        try:
+            self._queue.put_nowait(response)
+        except asyncio.QueueFull:
+            log.warning("signal send queue full, closing session", extra=self._extra())
+            self._abort("send queue full")
+
+    def close(self, reason: str = "") -> None:
+        """Flush what is queued, then close the socket."""
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(_CLOSE)
+
+    def _abort(self, reason: str) -> None:
+        self.closed = True
+        task = asyncio.get_running_loop().create_task(
+            self.ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION, message=reason.encode()))
+        self._tasks.append(task)
+
+    def _extra(self) -> dict[str, str]:
+        return {**self.room.log_extra(), **self.participant.log_extra()}
+
+    # -- JoinResponse ----------------------------------------------------------
+    def server_info(self) -> models.ServerInfo:
+        s = self.service
+        return models.ServerInfo(
+            edition=models.ServerInfo.Edition.Standard,
+            version=PROTOCOL_SERVER_VERSION,
+            protocol=SERVER_PROTOCOL,
+            region=s.settings.region,
+            node_id=s.node_id,
+        )
+
+    def fill_join(self, join: rtc.JoinResponse) -> None:
+        p = self.participant
+        settings = self.service.settings
+        join.participant.CopyFrom(p.to_proto())
+        join.server_version = PROTOCOL_SERVER_VERSION
+        join.server_info.CopyFrom(self.server_info())
+        join.ping_interval = settings.ping_interval
+        join.ping_timeout = settings.ping_timeout
+        join.sif_trailer = os.urandom(8)
+        join.fast_publish = bool(p.permission.can_publish)
+        join.server_region = settings.region
+
+    # -- running -------------------------------------------------------------
+    async def run(self) -> None:
+        """Serve the socket until it closes; the caller has already sent the first message."""
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._writer()))
+        self._tasks.append(loop.create_task(self._worker()))
+        self._tasks.append(loop.create_task(self._watchdog()))
+        try:
+            await self._reader()
+        finally:
+            self.closed = True
+            await self._requests.put(None)
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if not self.ws.closed:
+                with contextlib.suppress(Exception):
+                    await self.ws.close()
+            self.service.session_ended(self)
+
+    async def _reader(self) -> None:
+        async for msg in self.ws:
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                self.as_json = False
+                data: bytes | str = msg.data
+            elif msg.type == aiohttp.WSMsgType.TEXT:
+                self.as_json = True
+                data = msg.data
+            elif msg.type == aiohttp.WSMsgType.ERROR:
+                log.info("websocket error: %s", self.ws.exception(), extra=self._extra())
+                return
+            else:
+                continue
+            self.last_seen = time.monotonic()
+            try:
+                request = decode_request(data)
+            except FrameError as exc:
+                log.info("closing session: %s", exc, extra=self._extra())
+                await self.ws.close(code=aiohttp.WSCloseCode.UNSUPPORTED_DATA,
+                                    message=str(exc)[:120].encode())
+                return
+            if not self._answer_ping(request):
+                try:
+                    self._requests.put_nowait(request)
+                except asyncio.QueueFull:
+                    log.warning("client floods requests, closing", extra=self._extra())
+                    await self.ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION,
+                                        message=b"too many pending requests")
+                    return
+
+    def _answer_ping(self, request: rtc.SignalRequest) -> bool:
+        which = request.WhichOneof("message")
+        now_ms = int(time.time() * 1000)
+        if which == "ping":
+            self.send(rtc.SignalResponse(pong=now_ms))
+            return True
+        if which == "ping_req":
+            if request.ping_req.rtt > 0:
+                self.participant.signal_rtt_ms = int(request.ping_req.rtt)
+            resp = rtc.SignalResponse()
+            resp.pong_resp.last_ping_timestamp = request.ping_req.timestamp
+            resp.pong_resp.timestamp = now_ms
+            self.send(resp)
+            return True
+        return False
+
+    async def _worker(self) -> None:
+        while True:
+            request = await self._requests.get()
+            if request is None or self.handlers is None:
+                return
+            try:
+                await self.handlers.dispatch(request)
+            except Exception:
+                log.exception("request handler failed (%s)", request.WhichOneof("message"),
+                              extra=self._extra())
+
+    async def _writer(self) -> None:
+        while True:
+            item = await self._queue.get()
+            if item is _CLOSE:
+                await self.ws.close()
+                return
+            assert isinstance(item, rtc.SignalResponse)
+            try:
+                frame = encode_response(item, self.as_json)
+                if isinstance(frame, str):
+                    await self.ws.send_str(frame)
+                else:
+                    await self.ws.send_bytes(frame)
+            except (ConnectionError, RuntimeError, aiohttp.ClientError):
+                return
+
+    async def _watchdog(self) -> None:
+        """Close the socket when the client stops talking for longer than ping_timeout."""
+        timeout = float(self.service.settings.ping_timeout)
+        while not self.closed:
+            await asyncio.sleep(min(timeout / 3, 2.0))
+            if time.monotonic() - self.last_seen > timeout:
+                log.info("signal ping timeout", extra=self._extra())
+                await self.ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"ping timeout")
+                return

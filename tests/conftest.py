@@ -1,0 +1,61 @@
+"""Shared fixtures: a real roost server per test, and scenario runs in child processes.
+
+`server` starts `python -m roost serve --dev` on a free port (function scope); `start_server`
+is the factory for tests that need extra CLI arguments or several servers. When a test fails,
+the tail of each server log it used is attached to the report.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `tests.helpers` must import the same way in the child
+    sys.path.insert(0, str(ROOT))
+
+from tests.helpers.server import RoostServer, ServerStartError, start_server  # noqa: E402
+
+SERVERS_KEY = pytest.StashKey[list[RoostServer]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    if report.failed:
+        for server in item.stash.get(SERVERS_KEY, []):
+            report.sections.append(
+                (f"roost server log tail ({server.log_path})", server.log_tail(max_lines=150))
+            )
+    return report
+
+
+@pytest.fixture(name="start_server")
+def start_server_fixture(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[..., RoostServer]]:
+    """Factory: `start_server(*extra_cli_args)` → a ready RoostServer, stopped at teardown."""
+    started: list[RoostServer] = []
+    request.node.stash[SERVERS_KEY] = started
+
+    def factory(*extra_args: str) -> RoostServer:
+        try:
+            server = start_server(*extra_args, log_dir=tmp_path)
+        except ServerStartError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest, start_server: Callable[..., RoostServer]) -> RoostServer:
+    """A ready roost on a free port; `indirect` parametrisation may pass extra CLI args."""
+    extra = getattr(request, "param", ())
+    return start_server(*extra)

@@ -1,0 +1,1 @@
+"""Official-SDK scenarios, each an async function run in a child process by `run_scenario`."""

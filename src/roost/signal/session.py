@@ -106,8 +106,12 @@ class SignalSession:
         try:
             await self._reader()
         finally:
-            self.closed = True
+            # Requests read before the socket closed (a final leave, say) still run.
             await self._requests.put(None)
+            worker = self._tasks[1]
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(worker), 5.0)
+            self.closed = True
             for task in self._tasks:
                 task.cancel()
             for task in self._tasks:

@@ -1,0 +1,6 @@
+"""The media plane: peer-connection transports (ICE/DTLS/SCTP), SDP, and later RTP forwarding."""
+
+from roost.media.sdp import SdpError
+from roost.media.transport import PeerTransport
+
+__all__ = ["PeerTransport", "SdpError"]

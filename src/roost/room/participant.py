@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from livekit.protocol import models, rtc
 
 from roost import ids
+from roost.room.tracks import PublisherTracks
 
 if TYPE_CHECKING:
     from roost.media.transport import PeerTransport
@@ -81,6 +83,12 @@ class Participant:
         self.signal_rtt_ms = 0
         self.subscription_permission: rtc.SubscriptionPermission | None = None
         self._pending: list[rtc.SignalResponse] = []
+        self.publications = PublisherTracks(self)
+        self.desired: dict[str, bool] = {}  # explicit UpdateSubscription choices by track sid
+        # Set by the signal layer: renegotiate the subscriber peer connection soon.
+        self.request_negotiation: Callable[[], None] = lambda: None
+        # Set by the room: recompute which simulcast layers subscribers need (dynacast).
+        self.on_quality_change: Callable[[], None] = lambda: None
 
     # -- derived facts -------------------------------------------------------
     @property

@@ -12,6 +12,9 @@ from livekit.protocol import models, rtc
 
 from roost import ids
 from roost.room.participant import Participant, State
+from roost.room.subscriptions import Subscriptions
+from roost.room.tracks import TrackPublication
+from roost.room.types import MediaInfo, UpTrack
 
 log = logging.getLogger("roost.room")
 
@@ -57,6 +60,9 @@ class Room:
         self.version = 0
         self.on_participant_active: list[Callable[[Room, Participant], None]] = []
         self.on_participant_left: list[Callable[[Room, Participant], None]] = []
+        # (room, publisher, publication, published?) for webhooks and metrics
+        self.on_track: list[Callable[[Room, Participant, TrackPublication, bool], None]] = []
+        self.subscriptions = Subscriptions(self)
 
     # -- views ---------------------------------------------------------------
     def log_extra(self) -> dict[str, str]:
@@ -122,6 +128,7 @@ class Room:
             self.broadcast_participant(participant)
             for cb in self.on_participant_active:
                 cb(self, participant)
+            self.subscriptions.on_active(participant)
 
     def remove(self, participant: Participant, reason: int, *, send_leave: bool = True) -> bool:
         """Take `participant` out of the room; tell it why and tell the others it left."""
@@ -131,6 +138,10 @@ class Room:
         participant.disconnect_reason = reason
         participant.set_state(State.DISCONNECTED)
         self.last_left_at = time.monotonic()
+        self.subscriptions.on_left(participant)
+        for pub in list(participant.publications.published.values()):
+            for track_cb in self.on_track:
+                track_cb(self, participant, pub, False)
         if send_leave and participant.session is not None:
             participant.session.send(leave_response(reason, participant.params.protocol))
             participant.session.close("removed")
@@ -142,6 +153,61 @@ class Room:
         task.add_done_callback(_background.discard)
         log.info("participant left", extra={**self.log_extra(), **participant.log_extra(),
                                             "reason": Reason.Name(reason)})
+        return True
+
+    # -- tracks ----------------------------------------------------------------
+    def media_arrived(self, participant: Participant, media: MediaInfo, up: UpTrack) -> None:
+        """The publisher's offer carried a media section: bind it to its AddTrack."""
+        pub = participant.publications.match(media, up)
+        if pub is not None:
+            self._published(participant, pub)
+
+    def track_requested(self, participant: Participant) -> None:
+        """A new AddTrack may match media that arrived before it."""
+        for pub in participant.publications.retry_unmatched():
+            self._published(participant, pub)
+
+    def _published(self, participant: Participant, pub: TrackPublication) -> None:
+        participant.is_publisher = True
+        participant.touch()
+        log.info("track published", extra={**self.log_extra(), **participant.log_extra(),
+                                           "track": pub.sid, "mime": pub.info.mime_type})
+        self.broadcast_participant(participant)
+        for cb in self.on_track:
+            cb(self, participant, pub, True)
+        self.subscriptions.on_published(pub)
+
+    def unpublish(self, participant: Participant, track_sid: str, *, notify: bool = False) -> bool:
+        """Remove a publication; `notify` tells the publisher (server-initiated unpublish)."""
+        pub = participant.publications.remove(track_sid)
+        if pub is None:
+            return False
+        self.subscriptions.on_unpublished(pub)
+        participant.touch()
+        if notify:
+            msg = rtc.SignalResponse()
+            msg.track_unpublished.track_sid = track_sid
+            participant.send(msg)
+        self.broadcast_participant(participant)
+        for cb in self.on_track:
+            cb(self, participant, pub, False)
+        log.info("track unpublished", extra={**self.log_extra(), **participant.log_extra(),
+                                             "track": track_sid})
+        return True
+
+    def media_ended(self, participant: Participant, mid: str) -> None:
+        pub = participant.publications.by_mid(mid)
+        if pub is not None:
+            self.unpublish(participant, pub.sid)
+
+    def set_muted(self, participant: Participant, track_sid: str, muted: bool) -> bool:
+        info = participant.tracks.get(track_sid)
+        if info is None:
+            return False
+        if info.muted != muted:
+            info.muted = muted
+            participant.touch()
+            self.broadcast_participant(participant)
         return True
 
     # -- updates -------------------------------------------------------------

@@ -11,6 +11,7 @@ from livekit.protocol import models, rtc
 
 from roost.media.sdp import SdpError
 from roost.room.room import Reason, leave_response
+from roost.room.tracks import TrackRefused
 
 if TYPE_CHECKING:
     from roost.signal.service import SignalService
@@ -113,6 +114,8 @@ class Handlers:
         except SdpError as exc:
             log.info("bad subscriber answer: %s", exc, extra=self.session._extra())
             self._full_reconnect_or_close(f"invalid answer: {exc}")
+            return
+        self.service.subscriber_answered(self.p)
 
     def _full_reconnect_or_close(self, reason: str) -> None:
         self.p.send(leave_response(Reason.STATE_MISMATCH, self.p.params.protocol,
@@ -133,20 +136,24 @@ class Handlers:
         except (ValueError, TypeError) as exc:
             self.respond(RR.UNCLASSIFIED_ERROR, f"bad ICE candidate: {exc}", trickle=trickle)
 
-    # -- tracks (the SFU issue brings media; until then tracks are refused) -----
+    # -- tracks ----------------------------------------------------------------
     async def add_track(self, request: rtc.SignalRequest) -> None:
-        self.respond(RR.UNSUPPORTED_TYPE, "media publishing is not supported by this server yet",
-                     add_track=request.add_track)
+        req = request.add_track
+        try:
+            pub = self.p.publications.add(req)
+        except TrackRefused as exc:
+            self.respond(exc.reason, str(exc), add_track=req)
+            return
+        resp = rtc.SignalResponse()
+        resp.track_published.cid = req.cid
+        resp.track_published.track.CopyFrom(pub.info)
+        self.p.send(resp)
+        self.room.track_requested(self.p)
 
     async def mute(self, request: rtc.SignalRequest) -> None:
-        track = self.p.tracks.get(request.mute.sid)
-        if track is None:
+        if not self.room.set_muted(self.p, request.mute.sid, request.mute.muted):
             self.respond(RR.NOT_FOUND, f"unknown track {request.mute.sid}", mute=request.mute)
             return
-        if track.muted != request.mute.muted:
-            track.muted = request.mute.muted
-            self.p.touch()
-            self.room.broadcast_participant(self.p)
         self.respond(RR.OK, mute=request.mute)
 
     async def subscription(self, request: rtc.SignalRequest) -> None:
@@ -154,21 +161,16 @@ class Handlers:
         sids = list(sub.track_sids)
         for pt in sub.participant_tracks:
             sids.extend(pt.track_sids)
-        for sid in sids:
-            if self._find_track(sid) is None:
-                resp = rtc.SignalResponse()
-                resp.subscription_response.track_sid = sid
-                resp.subscription_response.err = models.SubscriptionError.SE_TRACK_NOTFOUND
-                self.p.send(resp)
-
-    def _find_track(self, sid: str) -> models.TrackInfo | None:
-        for other in self.room.participants.values():
-            if sid in other.tracks:
-                return other.tracks[sid]  # type: ignore[no-any-return]
-        return None
+        for sid in self.room.subscriptions.update(self.p, sids, sub.subscribe):
+            if not sub.subscribe:
+                continue
+            resp = rtc.SignalResponse()
+            resp.subscription_response.track_sid = sid
+            resp.subscription_response.err = models.SubscriptionError.SE_TRACK_NOTFOUND
+            self.p.send(resp)
 
     async def track_setting(self, request: rtc.SignalRequest) -> None:
-        return None  # no forwarded tracks to apply settings to
+        self.room.subscriptions.apply_settings(self.p, request.track_setting)
 
     async def update_audio_track(self, request: rtc.SignalRequest) -> None:
         upd = request.update_audio_track
@@ -194,8 +196,9 @@ class Handlers:
         self.respond(RR.OK, update_video_track=upd)
 
     async def subscription_permission(self, request: rtc.SignalRequest) -> None:
-        self.p.subscription_permission = rtc.SubscriptionPermission()
-        self.p.subscription_permission.CopyFrom(request.subscription_permission)
+        perm = rtc.SubscriptionPermission()
+        perm.CopyFrom(request.subscription_permission)
+        self.room.subscriptions.set_permission(self.p, perm)
 
     async def publish_data_track(self, request: rtc.SignalRequest) -> None:
         self.respond(RR.UNSUPPORTED_TYPE, "data tracks are not supported by this server",
@@ -256,6 +259,10 @@ class Handlers:
                 return
         if sync.HasField("subscription"):
             await self.subscription(rtc.SignalRequest(subscription=sync.subscription))
+        for sid in sync.track_sids_disabled:
+            settings = rtc.UpdateTrackSettings(disabled=True)
+            settings.track_sids.append(sid)
+            self.room.subscriptions.apply_settings(self.p, settings)
 
     async def simulate(self, request: rtc.SignalRequest) -> None:
         sim = request.simulate

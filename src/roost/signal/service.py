@@ -20,6 +20,7 @@ from roost.room.manager import ResumeRefused, RoomManager
 from roost.room.participant import ClientParams, Participant, State
 from roost.room.room import JoinError, Reason, Room, leave_response
 from roost.signal.handlers import Handlers
+from roost.signal.negotiation import Negotiator
 from roost.signal.session import SignalSession
 
 log = logging.getLogger("roost.signal")
@@ -38,6 +39,7 @@ class SignalService:
         self.sessions: set[SignalSession] = set()
         self._grace: dict[str, asyncio.TimerHandle] = {}  # participant sid → removal timer
         self._refresh: dict[str, asyncio.Task[None]] = {}
+        self._negotiators: dict[str, Negotiator] = {}
         self._all_closed = asyncio.Event()
 
     # -- connect ---------------------------------------------------------------
@@ -84,6 +86,9 @@ class SignalService:
         p.session = session
         if p.subscriber_primary:
             p.subscriber = self._transport(room, p, "subscriber")
+            negotiator = Negotiator(lambda: self.send_subscriber_offer(p, room))
+            self._negotiators[p.sid] = negotiator
+            p.request_negotiation = negotiator.request
         session.fill_join(join)
         session.send(rtc.SignalResponse(join=join))
         room.mark_joined(p)
@@ -91,7 +96,8 @@ class SignalService:
         self._refresh[p.sid] = asyncio.get_running_loop().create_task(self._refresh_loop(p))
         if p.subscriber is not None:
             p.subscriber_offer_id = random.randint(1, 256)
-            await self.send_subscriber_offer(p)
+            await self.send_subscriber_offer(p, room)
+            self._negotiators[p.sid].offer_sent_elsewhere()
 
     async def _resume(self, session: SignalSession) -> None:
         room, p = session.room, session.participant
@@ -114,8 +120,9 @@ class SignalService:
         msg.room_update.room.CopyFrom(room.to_proto())
         session.send(msg)
         self._send_refresh_token(p)
-        if p.subscriber is not None:
-            await self.send_subscriber_offer(p)
+        negotiator = self._negotiators.get(p.sid)
+        if negotiator is not None:
+            negotiator.request()
 
     def _transport(self, room: Room, p: Participant, label: str) -> PeerTransport:
         rtc_cfg = self.settings.rtc
@@ -125,6 +132,8 @@ class SignalService:
         transport = PeerTransport(addresses=self.settings.media_addresses,
                                   port_range=port_range, label=f"{p.sid}/{label}")
         transport.on_data = lambda channel, data: room.on_data(p, channel, data)
+        transport.on_track = lambda media, up: room.media_arrived(p, media, up)
+        transport.on_track_ended = lambda mid: room.media_ended(p, mid)
 
         def on_state(state: str) -> None:
             if state == "connected" and transport is p.primary:
@@ -144,9 +153,9 @@ class SignalService:
             p.publisher = self._transport(room, p, "publisher")
         return p.publisher
 
-    async def send_subscriber_offer(self, p: Participant) -> None:
+    async def send_subscriber_offer(self, p: Participant, room: Room) -> None:
         transport = p.subscriber
-        if transport is None:
+        if transport is None or p.state == State.DISCONNECTED:
             return
         sdp = await transport.create_offer()
         p.subscriber_offer_id += 1
@@ -154,6 +163,10 @@ class SignalService:
         msg.offer.type = "offer"
         msg.offer.sdp = sdp
         msg.offer.id = p.subscriber_offer_id
+        for pub in room.subscriptions.publications():
+            s = pub.subscribers.get(p.sid)
+            if s is not None and s.down.mid:
+                msg.offer.mid_to_track_id[s.down.mid] = pub.sid
         p.send(msg)
 
     # -- tokens ----------------------------------------------------------------
@@ -209,7 +222,15 @@ class SignalService:
             room.remove(p, Reason.SIGNAL_CLOSE, send_leave=False)
             self._forget(p)
 
+    def subscriber_answered(self, p: Participant) -> None:
+        negotiator = self._negotiators.get(p.sid)
+        if negotiator is not None:
+            negotiator.answered()
+
     def _forget(self, p: Participant) -> None:
+        negotiator = self._negotiators.pop(p.sid, None)
+        if negotiator is not None:
+            negotiator.close()
         task = self._refresh.pop(p.sid, None)
         if task is not None:
             task.cancel()

@@ -86,6 +86,7 @@ class RoomManager:
             lambda r, p: self.emit("participant_joined", r, p))
         room.on_participant_left.append(self._participant_left)
         self.rooms[name] = room
+        room.start()
         log.info("room created", extra=room.log_extra())
         self.emit("room_started", room)
         return room

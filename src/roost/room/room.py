@@ -11,7 +11,10 @@ from google.protobuf.message import DecodeError
 from livekit.protocol import models, rtc
 
 from roost import ids
+from roost.room.dynacast import Dynacast
 from roost.room.participant import Participant, State
+from roost.room.quality import ConnectionQualities
+from roost.room.speakers import ActiveSpeakers
 from roost.room.subscriptions import Subscriptions
 from roost.room.tracks import TrackPublication
 from roost.room.types import MediaInfo, UpTrack
@@ -63,6 +66,27 @@ class Room:
         # (room, publisher, publication, published?) for webhooks and metrics
         self.on_track: list[Callable[[Room, Participant, TrackPublication, bool], None]] = []
         self.subscriptions = Subscriptions(self)
+        self.speakers = ActiveSpeakers(self)
+        self.qualities = ConnectionQualities(self)
+        self._dynacast: dict[str, Dynacast] = {}
+        self._worker: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Run the periodic room work (speakers, connection quality)."""
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._work())
+
+    async def _work(self) -> None:
+        ticks = 0
+        while not self.closed:
+            await asyncio.sleep(0.4)
+            ticks += 1
+            try:
+                self.speakers.tick()
+                if ticks % 12 == 0:  # every 4.8 s
+                    self.qualities.tick()
+            except Exception:
+                log.exception("room worker failed", extra=self.log_extra())
 
     # -- views ---------------------------------------------------------------
     def log_extra(self) -> dict[str, str]:
@@ -108,6 +132,9 @@ class Room:
         self.check_join()
         self.participants[participant.identity] = participant
         self.ever_joined = True
+        dynacast = Dynacast(participant)
+        self._dynacast[participant.sid] = dynacast
+        participant.on_quality_change = dynacast.update
         response = rtc.JoinResponse(subscriber_primary=participant.subscriber_primary)
         response.room.CopyFrom(self.to_proto())
         response.other_participants.extend(
@@ -139,6 +166,9 @@ class Room:
         participant.set_state(State.DISCONNECTED)
         self.last_left_at = time.monotonic()
         self.subscriptions.on_left(participant)
+        dynacast = self._dynacast.pop(participant.sid, None)
+        if dynacast is not None:
+            dynacast.close()
         for pub in list(participant.publications.published.values()):
             for track_cb in self.on_track:
                 track_cb(self, participant, pub, False)
@@ -176,6 +206,7 @@ class Room:
         for cb in self.on_track:
             cb(self, participant, pub, True)
         self.subscriptions.on_published(pub)
+        participant.on_quality_change()
 
     def unpublish(self, participant: Participant, track_sid: str, *, notify: bool = False) -> bool:
         """Remove a publication; `notify` tells the publisher (server-initiated unpublish)."""
@@ -322,6 +353,8 @@ class Room:
 
     def close(self, reason: int = Reason.ROOM_DELETED) -> None:
         self.closed = True
+        if self._worker is not None:
+            self._worker.cancel()
         for p in list(self.participants.values()):
             self.remove(p, reason)
 

@@ -47,6 +47,11 @@ class UpTrack(Protocol):
         """Smoothed linear level 0..1 for active-speaker detection (0 for video)."""
         ...
 
+    @property
+    def loss_fraction(self) -> float:
+        """Recent fraction of the publisher's packets lost on the way in (0..1)."""
+        ...
+
 
 class DownTrack(Protocol):
     """One subscription's outgoing RTP stream on a subscriber transport (media layer)."""

@@ -1,0 +1,1 @@
+"""Packet-engine tests: RTP/RTCP wire types, SRTP, forwarding, NACK, audio levels."""

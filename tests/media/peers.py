@@ -21,6 +21,7 @@ async def within(awaitable: Awaitable[T], timeout: float = WAIT) -> T:
 
 async def until(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
     """Poll a condition every 10 ms until true or the timeout expires."""
+
     async def poll() -> None:
         while not predicate():  # noqa: ASYNC110 - polling is the point
             await asyncio.sleep(0.01)

@@ -36,8 +36,9 @@ async def test_client_offer_data_flows_both_ways(
     assert desc.media[0].setup == "active"
     assert any("127.0.0.1" in c for c in desc.media[0].candidates)
 
-    await until(lambda: transport.connected and reliable.readyState == "open"
-                and lossy.readyState == "open")
+    await until(
+        lambda: transport.connected and reliable.readyState == "open" and lossy.readyState == "open"
+    )
     connect_time = time.monotonic() - started
     assert inbox.states == ["connected"]
 
@@ -86,3 +87,49 @@ async def test_server_offer_creates_channels(
     await inbox.wait_for("_reliable", b"up")
     await inbox.wait_for("_lossy", b"text-up")
     assert inbox.states == ["connected"]
+
+
+async def test_client_renegotiation_keeps_connection(
+    transport: PeerTransport, client: RTCPeerConnection
+) -> None:
+    """A second client offer (adding an audio m-line) is answered; data keeps flowing."""
+    inbox = Inbox()
+    transport.on_data, transport.on_state = inbox.on_data, inbox.on_state
+    reliable = client.createDataChannel("_reliable")
+    await negotiate_client_offer(client, transport)
+    await until(lambda: reliable.readyState == "open")
+    reliable.send(b"before")
+    await inbox.wait_for("_reliable", b"before")
+
+    client.addTransceiver("audio", direction="sendonly")
+    answer = parse(await negotiate_client_offer(client, transport))
+    assert [m.kind for m in answer.media] == ["application", "audio"]
+    assert answer.media[1].direction == "inactive" and answer.media[1].port != 0
+    assert answer.bundle() == [m.mid for m in answer.media]
+
+    reliable.send(b"after")
+    await inbox.wait_for("_reliable", b"after")
+    assert transport.connected and inbox.states == ["connected"]
+
+
+async def test_server_renegotiation_keeps_connection(
+    transport: PeerTransport, client: RTCPeerConnection
+) -> None:
+    """A second server offer keeps ICE/DTLS credentials and the data channels."""
+    channels: dict[str, RTCDataChannel] = {}
+    received: list[Any] = []
+
+    @client.on("datachannel")
+    def on_datachannel(channel: RTCDataChannel) -> None:
+        channels[channel.label] = channel
+        channel_inbox(channel, received)
+
+    first = parse(await negotiate_server_offer(client, transport))
+    await until(lambda: "_reliable" in channels and channels["_reliable"].readyState == "open")
+    second = parse(await negotiate_server_offer(client, transport))
+    assert second.media[0].ice_ufrag == first.media[0].ice_ufrag
+    assert second.media[0].fingerprints == first.media[0].fingerprints
+    assert second.origin.split()[2] == "2"  # session version incremented
+    assert transport.send_data("_reliable", b"after-renegotiation")
+    await until(lambda: ("_reliable", b"after-renegotiation") in received)
+    assert transport.connected

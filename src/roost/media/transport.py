@@ -36,16 +36,36 @@ MAX_EARLY_CANDIDATES = 64
 SUPPORTED_FINGERPRINTS = ("sha-1", "sha-224", "sha-256", "sha-384", "sha-512")
 DISCARD = "IN IP4 0.0.0.0"
 
+_EXT = "urn:ietf:params:rtp-hdrext:"
+MID_EXTENSIONS = {
+    _EXT + "sdes:mid",
+    _EXT + "sdes:rtp-stream-id",
+    _EXT + "sdes:repaired-rtp-stream-id",
+    "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+    "http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time",
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+}
+AUDIO_EXTENSIONS = MID_EXTENSIONS | {_EXT + "ssrc-audio-level"}
+VIDEO_EXTENSIONS = MID_EXTENSIONS | {
+    "https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension",
+    _EXT + "toffset",
+    "urn:3gpp:video-orientation",
+}
+
 
 def answer_media(offer: MediaSection) -> MediaSection:
     """Answer an audio/video section. Media is not forwarded yet: accept it as inactive.
 
     Keeping the section in the bundle (rather than port 0) keeps the client's transceiver
     alive, so switching to `recvonly` + codec selection later is a local change here.
+    Header extensions the SFU will want are echoed even now: libwebrtc offers later
+    m-lines only with the extensions an earlier answer accepted.
     The caller adds the transport attributes (ICE, DTLS, candidates).
     """
     offered = {f for f in offer.fmt if f.isdigit()}
     codecs = [c for c in offer.codecs if str(c.payload_type) in offered and c.name][:1]
+    wanted = AUDIO_EXTENSIONS if offer.kind == "audio" else VIDEO_EXTENSIONS
+    extmaps = [sdpmod.Extmap(e.id, e.uri) for e in offer.extmaps if e.uri in wanted]
     return MediaSection(
         kind=offer.kind,
         port=9,
@@ -55,6 +75,7 @@ def answer_media(offer: MediaSection) -> MediaSection:
         mid=offer.mid,
         direction="inactive",
         rtcp_mux=True,
+        extmaps=extmaps,
         codecs=[sdpmod.Codec(c.payload_type, c.name, c.clock_rate, c.channels, c.fmtp)
                 for c in codecs],
     )

@@ -1,0 +1,543 @@
+"""The forwarder: one `DownTrack` per subscription rewrites publisher packets onto its own stream.
+
+Per publisher packet the up-track calls `inspect()` once (header, keyframe, VP8 descriptor);
+per subscriber `DownTrack.forward()` returns the plaintext packet to protect and send, or
+None. Outgoing sequence numbers and timestamps stay continuous across pauses, mutes and
+simulcast layer switches (protocol notes §9.2); filtered packets are compacted away.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections import deque
+from collections.abc import Iterable, Mapping
+
+from roost.media.nack import AUDIO_CACHE_SIZE, VIDEO_CACHE_SIZE, RetransmitCache
+from roost.media.rtcp import RtcpReportBlock, RtcpSenderReport, build_sdes_cname, ntp_middle32
+from roost.media.rtp import (
+    ONE_BYTE_PROFILE,
+    TWO_BYTE_PROFILE,
+    Buffer,
+    RtpHeader,
+    Vp8Descriptor,
+    abs_send_time,
+    h264_is_keyframe,
+    parse_header,
+    parse_vp8,
+    red_primary,
+    rewrite_vp8,
+    wrap_rtx,
+)
+
+CODEC_OTHER = 0
+CODEC_OPUS = 1
+CODEC_VP8 = 2
+CODEC_H264 = 3
+CODEC_RED = 4
+_CODECS = {"opus": CODEC_OPUS, "vp8": CODEC_VP8, "h264": CODEC_H264, "red": CODEC_RED}
+
+MAX_TEMPORAL = 3
+TS_TOLERANCE = 0.5  # seconds a candidate timestamp may differ from the wall-clock estimate
+DROP_MEMORY = 128  # dropped sequence numbers remembered for out-of-order packets
+
+_FIXED = struct.Struct("!BBHII")
+_EXT_HDR = struct.Struct("!HH")
+
+
+def codec_of(mime: str) -> int:
+    """CODEC_* constant for a mime type such as "video/VP8" or "audio/opus"."""
+    return _CODECS.get(mime.rsplit("/", 1)[-1].lower(), CODEC_OTHER)
+
+
+def _s32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - 0x100000000 if v & 0x80000000 else v
+
+
+class PacketInfo(RtpHeader):
+    """A parsed publisher packet plus what the forwarder needs to know about it."""
+
+    __slots__ = ("keyframe", "layer", "padding_only", "start", "tid", "vp8", "y")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = 0
+        self.keyframe = False
+        self.padding_only = False
+        self.vp8: Vp8Descriptor | None = None
+        self.tid = 0  # temporal layer (0 when unknown)
+        self.start = True  # first packet of a picture (VP8 S bit, partition 0)
+        self.y = False  # VP8 layer sync
+
+
+def inspect(pkt: Buffer, codec: int, layer: int = 0) -> PacketInfo:
+    """Parse a (decrypted) publisher packet once; ValueError when it is malformed."""
+    info = PacketInfo()
+    parse_header(pkt, info)
+    info.layer = layer
+    off, end = info.payload_offset, info.payload_end
+    if off == end:
+        info.padding_only = True
+        return info
+    if codec == CODEC_VP8:
+        d = parse_vp8(pkt, off, end)
+        info.vp8 = d
+        info.keyframe = d.keyframe
+        info.start = d.start and d.partition_index == 0
+        if d.tid > 0:
+            info.tid = d.tid
+        info.y = d.y
+    elif codec == CODEC_H264:
+        info.keyframe = h264_is_keyframe(pkt, off, end)
+    else:
+        info.keyframe = True  # audio (and unknown codecs) can start anywhere
+    return info
+
+
+class SenderReportStore:
+    """Latest publisher Sender Report per layer: (NTP 64-bit, RTP timestamp, arrival)."""
+
+    def __init__(self) -> None:
+        self._sr: dict[int, tuple[int, int, float]] = {}
+
+    def update(self, layer: int, ntp: int, rtp: int, arrival: float) -> None:
+        """Record an SR received on `layer` at monotonic time `arrival`."""
+        self._sr[layer] = (ntp, rtp, arrival)
+
+    def get(self, layer: int) -> tuple[int, int, float] | None:
+        """The last SR of `layer`, if any."""
+        return self._sr.get(layer)
+
+
+class ExtensionRewriter:
+    """Maps publisher header-extension ids onto a subscriber's; shareable between down-tracks.
+
+    Elements whose id is not in `mapping` are dropped (rid, transport-cc, mid...). When
+    `abs_send_time_id` is set an abs-send-time element is generated. The encoded block of
+    the last packet is memoised, so N down-tracks sharing one rewriter pay for it once.
+    """
+
+    def __init__(
+        self, mapping: Mapping[int, int], abs_send_time_id: int = 0, two_byte: bool = False
+    ) -> None:
+        self.table = [0] * 256
+        for src, dst in mapping.items():
+            if not 1 <= src <= 255 or not 0 <= dst <= 255:
+                raise ValueError(f"extension id mapping {src}->{dst} out of range")
+            self.table[src] = dst
+        self.abs_send_time_id = abs_send_time_id
+        self.two_byte = two_byte or abs_send_time_id > 14 or any(d > 14 for d in mapping.values())
+        self._memo_pkt: object = None
+        self._memo_body = b""
+
+    def body(self, pkt: Buffer, h: RtpHeader, now: float) -> bytes:
+        """Encoded elements (no 4-byte header, no padding) for this packet."""
+        if pkt is self._memo_pkt:
+            return self._memo_body
+        out = bytearray()
+        table = self.table
+        two = self.two_byte
+        if h.extension:
+            i, end = h.ext_offset, h.ext_end
+            if h.ext_profile == ONE_BYTE_PROFILE:
+                while i < end:
+                    b = pkt[i]
+                    if b == 0:
+                        i += 1
+                        continue
+                    eid = b >> 4
+                    if eid == 15:
+                        break
+                    length = (b & 0x0F) + 1
+                    if i + 1 + length > end:
+                        break
+                    new = table[eid]
+                    if new:
+                        if two:
+                            out.append(new)
+                            out.append(length)
+                        else:
+                            out.append((new << 4) | (length - 1))
+                        out += pkt[i + 1 : i + 1 + length]
+                    i += 1 + length
+            elif h.ext_profile & 0xFFF0 == TWO_BYTE_PROFILE:
+                while i + 1 < end:
+                    eid = pkt[i]
+                    if eid == 0:
+                        i += 1
+                        continue
+                    length = pkt[i + 1]
+                    if i + 2 + length > end:
+                        break
+                    new = table[eid]
+                    if new:
+                        if two:
+                            out.append(new)
+                            out.append(length)
+                            out += pkt[i + 2 : i + 2 + length]
+                        elif 1 <= length <= 16:
+                            out.append((new << 4) | (length - 1))
+                            out += pkt[i + 2 : i + 2 + length]
+                    i += 2 + length
+        if self.abs_send_time_id:
+            if two:
+                out.append(self.abs_send_time_id)
+                out.append(3)
+            else:
+                out.append((self.abs_send_time_id << 4) | 2)
+            out += abs_send_time(now)
+        body = bytes(out)
+        if isinstance(pkt, bytes):
+            self._memo_pkt = pkt
+            self._memo_body = body
+        return body
+
+    def element(self, ext_id: int, data: bytes) -> bytes:
+        """Encode one static element (e.g. the subscriber's mid) in this rewriter's form."""
+        if self.two_byte:
+            return bytes((ext_id, len(data))) + data
+        if not 1 <= ext_id <= 14 or not 1 <= len(data) <= 16:
+            raise ValueError(f"extension {ext_id} of {len(data)} bytes needs the two-byte form")
+        return bytes(((ext_id << 4) | (len(data) - 1),)) + data
+
+    def block(self, body: bytes) -> bytes:
+        """Header + body + zero padding to a 32-bit boundary; b"" when empty."""
+        if not body:
+            return b""
+        pad = -len(body) % 4
+        profile = 0x1000 if self.two_byte else ONE_BYTE_PROFILE
+        return b"".join((_EXT_HDR.pack(profile, (len(body) + pad) >> 2), body, b"\x00" * pad))
+
+
+class DownTrack:
+    """One subscriber's view of a published track: its own SSRC, seq/ts space and cache."""
+
+    def __init__(
+        self,
+        ssrc: int,
+        payload_type: int,
+        clock_rate: int,
+        codec: int,
+        *,
+        video: bool | None = None,
+        rewriter: ExtensionRewriter | None = None,
+        mid: str | None = None,
+        mid_ext_id: int = 0,
+        rtx_ssrc: int = 0,
+        rtx_payload_type: int = -1,
+        strip_red: bool = False,
+        clocks: SenderReportStore | None = None,
+        cname: str = "roost",
+        cache_size: int | None = None,
+    ) -> None:
+        self.ssrc = ssrc
+        self.payload_type = payload_type
+        self.clock_rate = clock_rate
+        self.codec = codec
+        self.video = codec in (CODEC_VP8, CODEC_H264) if video is None else video
+        self.rewriter = rewriter
+        self.rtx_ssrc = rtx_ssrc
+        self.rtx_payload_type = rtx_payload_type
+        self.strip_red = strip_red
+        self.clocks = clocks
+        self.cname = cname
+        size = cache_size or (VIDEO_CACHE_SIZE if self.video else AUDIO_CACHE_SIZE)
+        self.cache = RetransmitCache(size)
+        self._tail = b""
+        if mid and mid_ext_id:
+            if rewriter is None:
+                self.rewriter = rewriter = ExtensionRewriter({})
+            self._tail = rewriter.element(mid_ext_id, mid.encode())
+        # selection
+        self.target_layer: int | None = 0
+        self.max_temporal = MAX_TEMPORAL
+        self._pending_temporal = -1
+        self.muted = False
+        self._want_keyframe = False
+        self._last_kf_request = -math.inf
+        # munger state
+        self._started = False
+        self._cur_layer: int | None = None
+        self._cur_ssrc = -1
+        self._last_layer: int | None = None
+        self._last_src_ssrc = -1
+        self._sn_off = 0  # out_ext = in_ext + _sn_off
+        self._ts_off = 0  # out_ts = in_ts + _ts_off (mod 2^32)
+        self._in_hi = 0
+        self._in_hi_ext = 0
+        self._in_start_ext = 0
+        self._out_hi_ext = -1
+        self._last_out_ts = 0
+        self._last_out_at = 0.0
+        self._drops: deque[int] = deque()
+        self._drop_horizon = -1
+        # VP8 munger state
+        self._vp8_rewrite = False
+        self._pid_off = 0
+        self._tl0_off = 0
+        self._kidx_off = 0
+        self._last_pid = -1
+        self._last_pid_bits = 15
+        self._last_tl0 = -1
+        self._last_kidx = -1
+        # RTCP state
+        self.packets_sent = 0
+        self.octets_sent = 0
+        self.rtt: float | None = None
+        self._rtx_seq = 0
+        self._sr_sent: dict[int, float] = {}
+
+    # ------------------------------------------------------------------ control
+
+    def set_target(self, layer: int | None, max_temporal: int = MAX_TEMPORAL) -> None:
+        """Choose the spatial layer to forward (None pauses) and the highest temporal layer."""
+        if layer is None:
+            self._cur_layer = None
+        elif layer != self._cur_layer:
+            self._want_keyframe = self.video
+        self.target_layer = layer
+        if max_temporal > self.max_temporal and self._started:
+            self._pending_temporal = max_temporal  # takes effect at a switching point
+        else:
+            self.max_temporal = max_temporal
+            self._pending_temporal = -1
+
+    def set_muted(self, muted: bool) -> None:
+        """Stop (or resume) forwarding; resuming continues the outgoing seq/ts space."""
+        self.muted = muted
+        if muted:
+            self._cur_layer = None
+        elif self.target_layer is not None:
+            self._want_keyframe = self.video
+
+    @property
+    def current_layer(self) -> int | None:
+        """The layer being forwarded right now, if any."""
+        return self._cur_layer
+
+    def keyframe_request(self, now: float) -> int | None:
+        """Layer to send a PLI for when this track waits for a keyframe (self-throttled)."""
+        if not self._want_keyframe or self.muted or self.target_layer is None:
+            return None
+        interval = 0.2 if self.rtt is None else max(0.2, min(2.0 * self.rtt, 1.0))
+        if now - self._last_kf_request < interval:
+            return None
+        self._last_kf_request = now
+        return self.target_layer
+
+    def on_pli(self) -> int | None:
+        """A subscriber PLI/FIR: the layer to ask the publisher for a keyframe, if forwarding."""
+        if self._cur_layer is not None:
+            return self._cur_layer
+        return self.target_layer if not self.muted else None
+
+    # ------------------------------------------------------------------ hot path
+
+    def forward(self, pkt: Buffer, info: PacketInfo, now: float) -> bytes | bytearray | None:
+        """The rewritten plaintext packet for this subscriber, or None to send nothing."""
+        if info.layer != self._cur_layer or info.ssrc != self._cur_ssrc:
+            if self.muted or info.layer != self.target_layer:
+                return None
+            if self.video and not info.keyframe:
+                self._want_keyframe = True
+                return None
+            self._switch(info, now)
+
+        seq = info.sequence_number
+        diff = (seq - self._in_hi) & 0xFFFF
+        drop = info.padding_only or info.tid > self.max_temporal
+        if diff == 0:
+            return None  # duplicate of the newest packet
+        if diff < 0x8000:
+            in_ext = self._in_hi_ext + diff
+            self._in_hi = seq
+            self._in_hi_ext = in_ext
+            if self._pending_temporal >= 0 and info.start and (info.tid == 0 or info.y):
+                self.max_temporal = self._pending_temporal
+                self._pending_temporal = -1
+                drop = info.padding_only or info.tid > self.max_temporal
+            if drop:
+                self._drop(in_ext, info)
+                return None
+            out_ext = in_ext + self._sn_off
+            newest = True
+        else:
+            in_ext = self._in_hi_ext - (0x10000 - diff)
+            if in_ext < self._in_start_ext or in_ext <= self._drop_horizon or drop:
+                return None
+            later = 0
+            for d_ext in reversed(self._drops):
+                if d_ext < in_ext:
+                    break
+                if d_ext == in_ext:
+                    return None
+                later += 1
+            out_ext = in_ext + self._sn_off + later
+            newest = False
+
+        off, end = info.payload_offset, info.payload_end
+        if self.strip_red:
+            try:
+                _, off, end = red_primary(pkt, off, end)
+            except ValueError:
+                if newest:
+                    self._drop(in_ext, info)
+                return None
+
+        out_seq = out_ext & 0xFFFF
+        out_ts = (info.timestamp + self._ts_off) & 0xFFFFFFFF
+        if newest:
+            self._out_hi_ext = out_ext
+            self._last_out_ts = out_ts
+            self._last_out_at = now
+
+        rw = self.rewriter
+        ext = b""
+        if rw is not None:
+            body = rw.body(pkt, info, now)
+            if self._tail:
+                body += self._tail
+            ext = rw.block(body)
+        b1 = (0x80 | self.payload_type) if info.marker else self.payload_type
+        head = _FIXED.pack(0x90 if ext else 0x80, b1, out_seq, out_ts, self.ssrc)
+        d = info.vp8
+        out: bytes | bytearray
+        if d is not None and self._vp8_rewrite:
+            buf = bytearray(head)
+            buf += ext
+            poff = len(buf)
+            buf += memoryview(pkt)[off:end]
+            pid = d.picture_id
+            if d.picture_id_bits:
+                pid = (pid + self._pid_off) & (0x7FFF if d.picture_id_bits == 15 else 0x7F)
+            tl0 = (d.tl0picidx + self._tl0_off) & 0xFF if d.tl0picidx >= 0 else -1
+            kidx = (d.keyidx + self._kidx_off) & 0x1F if d.keyidx >= 0 else -1
+            rewrite_vp8(buf, poff, d, pid, tl0, kidx)
+            out = buf
+            if newest:
+                self._note_vp8(pid, d.picture_id_bits, tl0, kidx)
+        else:
+            out = b"".join((head, ext, memoryview(pkt)[off:end]))
+            if d is not None and newest:
+                self._note_vp8(d.picture_id, d.picture_id_bits, d.tl0picidx, d.keyidx)
+        self.cache.store(out_seq, out)
+        self.packets_sent += 1
+        self.octets_sent += end - off
+        return out
+
+    def _drop(self, in_ext: int, info: PacketInfo) -> None:
+        """Compact a filtered packet out of the outgoing sequence (and picture id) space."""
+        self._sn_off -= 1
+        drops = self._drops
+        drops.append(in_ext)
+        if len(drops) > DROP_MEMORY:
+            self._drop_horizon = drops.popleft()
+        d = info.vp8
+        if d is not None and info.start and d.picture_id >= 0 and not info.padding_only:
+            self._pid_off -= 1
+            self._vp8_rewrite = True
+
+    def _note_vp8(self, pid: int, bits: int, tl0: int, kidx: int) -> None:
+        if bits:
+            self._last_pid = pid
+            self._last_pid_bits = bits
+        if tl0 >= 0:
+            self._last_tl0 = tl0
+        if kidx >= 0:
+            self._last_kidx = kidx
+
+    def _switch(self, info: PacketInfo, now: float) -> None:
+        """Start forwarding a new source so its first packet follows the last one sent."""
+        seq, ts = info.sequence_number, info.timestamp
+        if not self._started:
+            self._started = True
+            self._sn_off = 0
+            self._ts_off = 0
+        else:
+            self._sn_off = self._out_hi_ext + 1 - seq
+            self._ts_off = (self._pick_ts(info, now) - ts) & 0xFFFFFFFF
+        self._in_hi = (seq - 1) & 0xFFFF  # the first packet is then simply "the next one"
+        self._in_hi_ext = seq - 1
+        self._in_start_ext = seq
+        self._drops.clear()
+        self._drop_horizon = -1
+        self._cur_layer = self._last_layer = info.layer
+        self._cur_ssrc = self._last_src_ssrc = info.ssrc
+        self._want_keyframe = False
+        if self._pending_temporal >= 0:
+            self.max_temporal = self._pending_temporal
+            self._pending_temporal = -1
+        d = info.vp8
+        if d is not None:
+            if self._last_pid >= 0 and d.picture_id >= 0:
+                mod = 0x8000 if d.picture_id_bits == 15 else 0x80
+                self._pid_off = (self._last_pid + 1 - d.picture_id) % mod
+            if self._last_tl0 >= 0 and d.tl0picidx >= 0:
+                self._tl0_off = (self._last_tl0 + 1 - d.tl0picidx) & 0xFF
+            if self._last_kidx >= 0 and d.keyidx >= 0:
+                self._kidx_off = (self._last_kidx + 1 - d.keyidx) & 0x1F
+            self._vp8_rewrite = bool(self._pid_off or self._tl0_off or self._kidx_off)
+
+    def _pick_ts(self, info: PacketInfo, now: float) -> int:
+        """Outgoing timestamp for the first packet after a switch or resume."""
+        rate = self.clock_rate
+        elapsed = max(0.0, now - self._last_out_at)
+        expected = (self._last_out_ts + max(1, int(elapsed * rate))) & 0xFFFFFFFF
+        cand = -1
+        if info.ssrc == self._last_src_ssrc:
+            cand = (info.timestamp + self._ts_off) & 0xFFFFFFFF
+        elif self.clocks is not None and self._last_layer is not None:
+            old = self.clocks.get(self._last_layer)
+            new = self.clocks.get(info.layer)
+            if old is not None and new is not None:
+                ntp_delta = (new[0] - old[0]) / 4294967296.0
+                cand = (
+                    old[1] + self._ts_off + round(ntp_delta * rate) + _s32(info.timestamp - new[1])
+                ) & 0xFFFFFFFF
+        if cand >= 0 and abs(_s32(cand - expected)) <= TS_TOLERANCE * rate:
+            if _s32(cand - self._last_out_ts) <= 0:
+                return (self._last_out_ts + 1) & 0xFFFFFFFF
+            return cand
+        return expected
+
+    # ------------------------------------------------------------------ RTCP
+
+    def on_nack(self, seqs: Iterable[int], now: float) -> list[bytes | bytearray]:
+        """Plaintext retransmissions answering a subscriber NACK (RTX-wrapped if negotiated)."""
+        pkts = self.cache.answer(seqs, now, self.rtt)
+        if not pkts or not self.rtx_ssrc:
+            return [p if isinstance(p, bytes | bytearray) else bytes(p) for p in pkts]
+        out: list[bytes | bytearray] = []
+        for p in pkts:
+            self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+            out.append(
+                wrap_rtx(p, parse_header(p), self.rtx_ssrc, self._rtx_seq, self.rtx_payload_type)
+            )
+        return out
+
+    def on_receiver_report(self, block: RtcpReportBlock, now: float) -> float | None:
+        """Update the RTT from a report block about this track's SSRC; returns it (seconds)."""
+        sent = self._sr_sent.get(block.lsr)
+        if block.lsr == 0 or sent is None:
+            return None
+        rtt = max(0.0, now - sent - block.dlsr / 65536.0)
+        self.rtt = rtt if self.rtt is None else 0.875 * self.rtt + 0.125 * rtt
+        return rtt
+
+    def sender_report(self, now: float) -> bytes | None:
+        """SR + SDES compound for this down-track, timed through the publisher's SR mapping."""
+        if not self._started or self.clocks is None or self._last_layer is None:
+            return None
+        sr = self.clocks.get(self._last_layer)
+        if sr is None:
+            return None
+        ntp, rtp, arrival = sr
+        elapsed = now - arrival
+        ntp_out = (ntp + int(elapsed * 4294967296.0)) & 0xFFFFFFFFFFFFFFFF
+        rtp_out = (rtp + int(elapsed * self.clock_rate) + self._ts_off) & 0xFFFFFFFF
+        if len(self._sr_sent) >= 16:
+            self._sr_sent.pop(next(iter(self._sr_sent)))
+        self._sr_sent[ntp_middle32(ntp_out)] = now
+        report = RtcpSenderReport(self.ssrc, ntp_out, rtp_out, self.packets_sent, self.octets_sent)
+        return bytes(report) + build_sdes_cname(self.ssrc, self.cname)

@@ -208,3 +208,29 @@ async def test_close_before_connecting_is_clean() -> None:
     with pytest.raises(ConnectionError):
         await transport.handle_offer(rust_offer())
     await until(lambda: open_fds() <= baseline, timeout=5)
+
+
+async def test_ice_restart_rescues_a_dead_path(pair: tuple[PeerTransport, PeerTransport]) -> None:
+    """The old ICE path dies while a restart is negotiated: DTLS waits, then resumes on it."""
+    offerer, answerer = pair
+    up, down = Inbox(), Inbox()
+    offerer.on_data, offerer.on_state = up.on_data, up.on_state
+    answerer.on_data, answerer.on_state = down.on_data, down.on_state
+    await exchange(offerer, answerer)
+    await until(lambda: offerer.connected and answerer.connected)
+    assert answerer.send_data("_reliable", b"one")
+    await up.wait_for("_reliable", b"one")
+
+    offer = await within(offerer.create_offer(ice_restart=True))
+    answer = await within(answerer.handle_offer(offer))
+    assert offerer._ice is not None and answerer._ice is not None
+    await within(offerer._ice._conn.close())  # the network path is lost mid-negotiation
+    await asyncio.sleep(0.05)
+    assert offerer.connected  # not failed: a restart is pending
+    await within(offerer.handle_answer(answer))
+    await until(lambda: offerer._ice is not None and offerer._ice._pending is None)
+    assert offerer.send_data("_reliable", b"two")
+    assert answerer.send_data("_reliable", b"three")
+    await down.wait_for("_reliable", b"two")
+    await up.wait_for("_reliable", b"three")
+    assert up.states == ["connected"] and down.states == ["connected"]

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 RECV_BUFFER_SIZE = 1024 * 1024
 PORT_ATTEMPTS = 64
 MAX_REMOTE_CANDIDATES = 64
+RESTART_WAIT = 30.0  # how long a dead path waits for a pending ICE restart
 
 
 def expand_addresses(addresses: list[str]) -> list[str]:
@@ -153,6 +154,7 @@ class IceLink:
         self._on_failed = on_failed
         self._conn = self._new_connection()
         self._pending: Connection | None = None  # being restarted, not yet connected
+        self._restart_done = asyncio.Event()  # set whenever a pending restart ends
         self._connect_tasks: set[asyncio.Task[None]] = set()
         self._settled = asyncio.Event()  # set once the first connect succeeds or fails
         self._remote_ufrag: str | None = None
@@ -170,11 +172,26 @@ class IceLink:
             try:
                 return await conn.recv()
             except ConnectionError:
-                if conn is self._conn:  # not replaced by a restart: the link is gone
+                if conn is not self._conn:
+                    continue  # a restart swapped connections: read the new one
+                if self._pending is None:
+                    raise  # the link is gone and nothing is coming to replace it
+                # The path died while a restart is under way: wait for its outcome.
+                self._restart_done.clear()
+                try:
+                    await asyncio.wait_for(self._restart_done.wait(), RESTART_WAIT)
+                except TimeoutError:
+                    raise ConnectionError("ICE restart did not complete") from None
+                if conn is self._conn:
                     raise
 
     async def _send(self, data: bytes) -> None:
-        await self._conn.send(data)
+        try:
+            await self._conn.send(data)
+        except ConnectionError:
+            if self._pending is None:
+                raise
+            # During a restart the old path may already be gone: drop, like UDP would.
 
     # -- local side --------------------------------------------------------------------
     def _new_connection(self) -> Connection:
@@ -250,6 +267,7 @@ class IceLink:
         except ConnectionError:
             if conn is self._pending:
                 self._pending = None
+                self._restart_done.set()
                 await self._close_conn(conn)
             elif conn is self._conn and self.state != "closed":
                 self.state = "failed"
@@ -259,6 +277,7 @@ class IceLink:
             return
         if conn is self._pending:
             old, self._conn, self._pending = self._conn, conn, None
+            self._restart_done.set()
             await self._close_conn(old)  # wakes a reader blocked on the old connection
             log.debug("ice: restart completed")
         if conn is self._conn and self.state != "closed":
@@ -285,6 +304,7 @@ class IceLink:
         if self._pending is not None:
             await self._close_conn(self._pending)
             self._pending = None
+        self._restart_done.set()
         await self._close_conn(self._conn)
         for task in list(self._connect_tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -6,7 +6,7 @@ Built from aiortc's ORTC pieces (`RTCDtlsTransport`, `RTCSctpTransport`,
 transport: incoming SRTP is unprotected in `RTCDtlsTransport._recv_next` and handed to
 `_handle_rtp_data(data, arrival_time_ms)` / `_handle_rtcp_data(data)`; outgoing RTP/RTCP
 goes through `_send_rtp(data)` (protects and sends). Media forwarding is not built yet:
-audio/video m-lines are answered `inactive` (see `answer_media`).
+audio/video m-lines are answered `inactive` (see `sections.answer_media`).
 """
 
 from __future__ import annotations
@@ -23,90 +23,17 @@ from aiortc.rtcdtlstransport import RTCDtlsFingerprint, RTCDtlsParameters
 from aiortc.rtcsctptransport import RTCSctpCapabilities
 
 from roost.media import sdp as sdpmod
-from roost.media.datachannel import LOSSY, MAX_RECEIVE_SIZE, RELIABLE, DataChannels
+from roost.media.datachannel import LOSSY, RELIABLE, DataChannels
 from roost.media.ice import IceLink, expand_addresses, parse_candidate
 from roost.media.sdp import Fingerprint, MediaSection, SdpError, SessionDescription
+from roost.media.sections import SCTP_PORT, answer_media, data_section, reject
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 20.0  # ICE + DTLS, from the first negotiation
-SCTP_PORT = 5000
 DEFAULT_REMOTE_MAX_MESSAGE_SIZE = 65536  # RFC 8841 section 6
 MAX_EARLY_CANDIDATES = 64
 SUPPORTED_FINGERPRINTS = ("sha-1", "sha-224", "sha-256", "sha-384", "sha-512")
-DISCARD = "IN IP4 0.0.0.0"
-
-_EXT = "urn:ietf:params:rtp-hdrext:"
-MID_EXTENSIONS = {
-    _EXT + "sdes:mid",
-    _EXT + "sdes:rtp-stream-id",
-    _EXT + "sdes:repaired-rtp-stream-id",
-    "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
-    "http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time",
-    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
-}
-AUDIO_EXTENSIONS = MID_EXTENSIONS | {_EXT + "ssrc-audio-level"}
-VIDEO_EXTENSIONS = MID_EXTENSIONS | {
-    "https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension",
-    _EXT + "toffset",
-    "urn:3gpp:video-orientation",
-}
-
-
-def answer_media(offer: MediaSection) -> MediaSection:
-    """Answer an audio/video section. Media is not forwarded yet: accept it as inactive.
-
-    Keeping the section in the bundle (rather than port 0) keeps the client's transceiver
-    alive, so switching to `recvonly` + codec selection later is a local change here.
-    Header extensions the SFU will want are echoed even now: libwebrtc offers later
-    m-lines only with the extensions an earlier answer accepted.
-    The caller adds the transport attributes (ICE, DTLS, candidates).
-    """
-    offered = {f for f in offer.fmt if f.isdigit()}
-    codecs = [c for c in offer.codecs if str(c.payload_type) in offered and c.name][:1]
-    wanted = AUDIO_EXTENSIONS if offer.kind == "audio" else VIDEO_EXTENSIONS
-    extmaps = [sdpmod.Extmap(e.id, e.uri) for e in offer.extmaps if e.uri in wanted]
-    return MediaSection(
-        kind=offer.kind,
-        port=9,
-        proto=offer.proto,
-        fmt=[str(c.payload_type) for c in codecs] or offer.fmt[:1],
-        connection=DISCARD,
-        mid=offer.mid,
-        direction="inactive",
-        rtcp_mux=True,
-        extmaps=extmaps,
-        codecs=[sdpmod.Codec(c.payload_type, c.name, c.clock_rate, c.channels, c.fmtp)
-                for c in codecs],
-    )
-
-
-def data_section(mid: str | None, *, legacy: bool = False) -> MediaSection:
-    """The SCTP (data channel) section, modern (RFC 8841) or legacy `DTLS/SCTP` form."""
-    section = MediaSection(
-        kind="application",
-        port=9,
-        proto="DTLS/SCTP" if legacy else "UDP/DTLS/SCTP",
-        fmt=[str(SCTP_PORT)] if legacy else ["webrtc-datachannel"],
-        connection=DISCARD,
-        mid=mid,
-        max_message_size=MAX_RECEIVE_SIZE,
-    )
-    if legacy:
-        section.sctpmap = f"{SCTP_PORT} webrtc-datachannel 65535"
-    else:
-        section.sctp_port = SCTP_PORT
-    return section
-
-
-def reject(offer: MediaSection) -> MediaSection:
-    """A rejected (port 0) section with the same kind, proto and mid."""
-    return MediaSection(
-        kind=offer.kind, port=0, proto=offer.proto, fmt=offer.fmt[:1] or ["0"],
-        connection=DISCARD, mid=offer.mid,
-    )
-
-
 class PeerTransport:
     """One bundled ICE+DTLS+SCTP transport: a LiveKit publisher or subscriber peer connection."""
 

@@ -12,3 +12,7 @@ def test_own_name_metadata_and_attributes_reach_everyone(server: RoostServer) ->
 
 def test_changing_own_metadata_needs_the_grant(server: RoostServer) -> None:
     run_scenario(f"{SCENARIOS}:changes_need_the_grant", server.info)
+
+
+def test_late_joiner_sees_the_current_name_metadata_and_attributes(server: RoostServer) -> None:
+    run_scenario(f"{SCENARIOS}:late_joiner_sees_current_state", server.info)

@@ -102,3 +102,61 @@ async def lossy_packets_reach_destinations_only(srv: dict[str, str]) -> None:
         )
     finally:
         await rooms.close()
+
+
+async def reliable_burst_arrives_complete_and_in_order(srv: dict[str, str]) -> dict[str, float]:
+    """500 reliable packets sent back to back arrive once each, in order."""
+    rooms = Rooms(srv)
+    try:
+        joined = await _join_three(rooms)
+        alice, _ = joined["alice"]
+        _, bob_events = joined["bob"]
+        count = 500
+        started = time.monotonic()
+        for i in range(count):
+            await alice.local_participant.publish_data(
+                f"{i:05d}".encode() + b"." * 1000, topic="burst", destination_identities=["bob"]
+            )
+        await bob_events.wait("data_received", lambda p: p.data.startswith(b"%05d" % (count - 1)))
+        elapsed = time.monotonic() - started
+        got = [int(p.data[:5]) for (p,) in bob_events.all("data_received") if p.topic == "burst"]
+        assert got == list(range(count)), f"{len(got)} packets, first wrong at " + str(
+            next((i for i, v in enumerate(got) if v != i), None)
+        )
+        return {"packets_per_second": round(count / elapsed)}
+    finally:
+        await rooms.close()
+
+
+async def no_data_without_the_grant(srv: dict[str, str]) -> None:
+    """A participant whose token says can_publish_data=False cannot reach anyone with data."""
+    rooms = Rooms(srv)
+    try:
+        alice = rooms.new()
+        alice_events = EventLog(alice, "data_received", "participant_connected", label="alice")
+        await rooms.join("alice", ROOM, room=alice)
+        muted = await rooms.join("muted", ROOM, can_publish_data=False)
+        await alice_events.wait("participant_connected", lambda p: p.identity == "muted")
+        for reliable in (True, False):
+            try:
+                await muted.local_participant.publish_data(b"let me talk", reliable=reliable)
+            except rtc.PublishDataError:
+                pass  # refusing locally is fine too
+        await muted.local_participant.publish_data(b"to alice", destination_identities=["alice"])
+
+        # Barrier: Alice asks, the other participant answers; the refused packets were sent
+        # earlier on the same channels, so they would have arrived by then.
+        bob = rooms.new()
+        bob_events = EventLog(bob, "data_received", label="bob")
+        await rooms.join("bob", ROOM, room=bob)
+        await bob.local_participant.publish_data(b"ack", destination_identities=["alice"])
+        await alice_events.wait("data_received", lambda p: p.data == b"ack")
+        from_muted = [
+            p.data
+            for (p,) in alice_events.all("data_received")
+            if p.participant is not None and p.participant.identity == "muted"
+        ]
+        assert from_muted == [], f"packets from a participant without the grant: {from_muted}"
+        assert bob_events.all("data_received") == []
+    finally:
+        await rooms.close()

@@ -109,3 +109,27 @@ async def changes_need_the_grant(srv: dict[str, str]) -> dict[str, str]:
         return {"error": error}
     finally:
         await rooms.close()
+
+
+async def late_joiner_sees_current_state(srv: dict[str, str]) -> None:
+    """Changes made before Carol joined are what Carol sees when she arrives."""
+    rooms = Rooms(srv)
+    try:
+        alice = rooms.new()
+        alice_events = EventLog(alice, *EVENTS, label="alice")
+        await rooms.join("alice", ROOM, room=alice, name="Alice", can_update_own_metadata=True)
+        me = alice.local_participant
+        await asyncio.wait_for(me.set_name("Queen Alice"), 10)
+        await asyncio.wait_for(me.set_metadata("crowned"), 10)
+        await asyncio.wait_for(me.set_attributes({"realm": "wonderland"}), 10)
+        await alice_events.wait("participant_attributes_changed")
+
+        carol = await rooms.join("carol", ROOM)
+        seen = carol.remote_participants["alice"]
+        assert (seen.name, seen.metadata, seen.attributes) == (
+            "Queen Alice",
+            "crowned",
+            {"realm": "wonderland"},
+        )
+    finally:
+        await rooms.close()

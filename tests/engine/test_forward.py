@@ -215,6 +215,20 @@ def test_simulcast_switch_waits_for_keyframe_and_keeps_everything_continuous() -
     assert pids[2] == ((pids[1][0] + 1) & 0x7FFF, (pids[1][1] + 1) & 0xFF)
     hk = rtp.parse_header(switched[0])
     assert rtp.parse_vp8(switched[0], hk.payload_offset, hk.payload_end).keyframe
+    # a NACK for packets on both sides of the switch re-renders exactly what was sent
+    nacked = [out_fields(last_low)[0], out_fields(after[1])[0]]
+    assert [bytes(p) for p in dt.on_nack(nacked, now + 1)] == [last_low, after[1]]
+
+
+def test_retransmit_cache_shares_the_publishers_packet_between_subscribers() -> None:
+    a = DownTrack(OUT_SSRC, 111, 48000, CODEC_OPUS)
+    b = DownTrack(OUT_SSRC + 1, 111, 48000, CODEC_OPUS)
+    raw, info = AudioSource().next()
+    a.forward(raw, info, 0.0)
+    b.forward(raw, info, 0.0)
+    item_a, item_b = a.cache.get(500), b.cache.get(500)
+    assert item_a is not None and item_b is not None
+    assert item_a[0] is raw and item_b[0] is raw
 
 
 def test_simulcast_switch_uses_sender_reports_to_translate_timestamps() -> None:
@@ -353,3 +367,25 @@ def test_rewrite_step_is_fast() -> None:
         dt.forward(raw, info, 0.0)
     per_packet = (time.perf_counter() - t0) / len(items)
     assert per_packet < 30e-6  # target is well under 10 µs; generous for loaded CI machines
+
+
+def test_hostile_publisher_packets_are_rejected_or_forwarded_never_crash() -> None:
+    import random
+
+    rng = random.Random(7)
+    layer = Vp8Layer(0, 0x10, seq=10, ts=0, pid=1, tl0=1)
+    seeds = [p for p, _ in layer.frame_packets(keyframe=True) + layer.frame_packets()]
+    red = build_rtp(1, 1, pt=63, payload=bytes([0x80 | 111, 0, 0, 200, 111]) + b"x" * 10)
+    vp8 = DownTrack(OUT_SSRC, 96, 90000, CODEC_VP8)
+    strip = DownTrack(OUT_SSRC, 111, 48000, codec_of("audio/red"), strip_red=True)
+    for _ in range(3000):
+        seed = rng.choice([*seeds, red])
+        data = bytearray(seed[: rng.randrange(1, len(seed) + 1)])
+        for _ in range(rng.randrange(4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        codec = codec_of("audio/red") if seed is red else CODEC_VP8
+        try:
+            info = inspect(bytes(data), codec)
+        except ValueError:
+            continue
+        (strip if seed is red else vp8).forward(bytes(data), info, 0.0)

@@ -7,32 +7,32 @@ from roost.media.rtcp import RtcpNack, parse_compound
 
 
 def test_cache_answers_nacks_for_packets_in_the_window_only() -> None:
-    cache = RetransmitCache(200)
+    cache: RetransmitCache[bytes] = RetransmitCache(200)
     for seq in range(1000, 1300):
         cache.store(seq & 0xFFFF, b"pkt%d" % seq)
-    assert cache.answer([1299, 1150], now=0.0) == [b"pkt1299", b"pkt1150"]
+    assert cache.answer([1299, 1150], now=0.0) == [(1299, b"pkt1299"), (1150, b"pkt1150")]
     assert cache.answer([1099, 1300, 5], now=0.0) == []  # evicted, never sent, stale
 
 
 def test_each_packet_is_retransmitted_at_most_three_times_and_not_too_often() -> None:
-    cache = RetransmitCache(500)
+    cache: RetransmitCache[bytes] = RetransmitCache(500)
     cache.store(7, b"x")
-    assert cache.answer([7], now=0.0) == [b"x"]
+    assert cache.answer([7], now=0.0) == [(7, b"x")]
     assert cache.answer([7], now=0.05) == []  # within 100 ms
-    assert cache.answer([7], now=0.11) == [b"x"]
-    assert cache.answer([7], now=0.3) == [b"x"]
+    assert cache.answer([7], now=0.11) == [(7, b"x")]
+    assert cache.answer([7], now=0.3) == [(7, b"x")]
     assert cache.answer([7], now=5.0) == []  # three times is the limit
 
 
 def test_short_rtt_shortens_the_retransmit_spacing() -> None:
-    cache = RetransmitCache(500)
+    cache: RetransmitCache[bytes] = RetransmitCache(500)
     cache.store(1, b"y")
-    assert cache.answer([1], now=0.0, rtt=0.01) == [b"y"]
-    assert cache.answer([1], now=0.025, rtt=0.01) == [b"y"]  # 2 x RTT = 20 ms
+    assert cache.answer([1], now=0.0, rtt=0.01) == [(1, b"y")]
+    assert cache.answer([1], now=0.025, rtt=0.01) == [(1, b"y")]  # 2 x RTT = 20 ms
 
 
 def test_padding_is_never_retransmitted() -> None:
-    cache = RetransmitCache(10)
+    cache: RetransmitCache[bytes] = RetransmitCache(10)
     cache.store(3, None)
     assert cache.answer([3], now=0.0) == []
     assert cache.get(3) is None

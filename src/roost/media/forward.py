@@ -55,6 +55,19 @@ def _s32(v: int) -> int:
     return v - 0x100000000 if v & 0x80000000 else v
 
 
+class Munge:
+    """Offsets in force for a run of packets; replaced (never mutated) when they change."""
+
+    __slots__ = ("kidx_off", "pid_off", "tl0_off", "ts_off", "vp8")
+
+    def __init__(self, ts_off: int, pid_off: int, tl0_off: int, kidx_off: int, vp8: bool) -> None:
+        self.ts_off = ts_off  # out_ts = in_ts + ts_off (mod 2^32)
+        self.pid_off = pid_off  # VP8 picture id offset (mod 2^7 or 2^15)
+        self.tl0_off = tl0_off
+        self.kidx_off = kidx_off
+        self.vp8 = vp8  # whether the VP8 descriptor needs rewriting at all
+
+
 class PacketInfo(RtpHeader):
     """A parsed publisher packet plus what the forwarder needs to know about it."""
 
@@ -243,7 +256,7 @@ class DownTrack:
         self.clocks = clocks
         self.cname = cname
         size = cache_size or (VIDEO_CACHE_SIZE if self.video else AUDIO_CACHE_SIZE)
-        self.cache = RetransmitCache(size)
+        self.cache: RetransmitCache[tuple[Buffer, PacketInfo, Munge]] = RetransmitCache(size)
         self._tail = b""
         if mid and mid_ext_id:
             if rewriter is None:
@@ -263,7 +276,7 @@ class DownTrack:
         self._last_layer: int | None = None
         self._last_src_ssrc = -1
         self._sn_off = 0  # out_ext = in_ext + _sn_off
-        self._ts_off = 0  # out_ts = in_ts + _ts_off (mod 2^32)
+        self._m = Munge(0, 0, 0, 0, False)  # timestamp / VP8 offsets of the current epoch
         self._in_hi = 0
         self._in_hi_ext = 0
         self._in_start_ext = 0
@@ -273,10 +286,6 @@ class DownTrack:
         self._drops: deque[int] = deque()
         self._drop_horizon = -1
         # VP8 munger state
-        self._vp8_rewrite = False
-        self._pid_off = 0
-        self._tl0_off = 0
-        self._kidx_off = 0
         self._last_pid = -1
         self._last_pid_bits = 15
         self._last_tl0 = -1
@@ -376,22 +385,29 @@ class DownTrack:
             out_ext = in_ext + self._sn_off + later
             newest = False
 
-        off, end = info.payload_offset, info.payload_end
-        if self.strip_red:
-            try:
-                _, off, end = red_primary(pkt, off, end)
-            except ValueError:
-                if newest:
-                    self._drop(in_ext, info)
-                return None
-
-        out_seq = out_ext & 0xFFFF
-        out_ts = (info.timestamp + self._ts_off) & 0xFFFFFFFF
+        m = self._m
+        try:
+            out = self._render(pkt, info, out_ext & 0xFFFF, m, now, newest)
+        except ValueError:  # a malformed RED payload
+            if newest:
+                self._drop(in_ext, info)
+            return None
         if newest:
             self._out_hi_ext = out_ext
-            self._last_out_ts = out_ts
+            self._last_out_ts = (info.timestamp + m.ts_off) & 0xFFFFFFFF
             self._last_out_at = now
+        self.cache.store(out_ext & 0xFFFF, (pkt, info, m))
+        self.packets_sent += 1
+        self.octets_sent += info.payload_end - info.payload_offset
+        return out
 
+    def _render(
+        self, pkt: Buffer, info: PacketInfo, out_seq: int, m: Munge, now: float, note: bool
+    ) -> bytes | bytearray:
+        """Build the outgoing plaintext packet for `info` under munge epoch `m`."""
+        off, end = info.payload_offset, info.payload_end
+        if self.strip_red:
+            _, off, end = red_primary(pkt, off, end)
         rw = self.rewriter
         ext = b""
         if rw is not None:
@@ -400,31 +416,28 @@ class DownTrack:
                 body += self._tail
             ext = rw.block(body)
         b1 = (0x80 | self.payload_type) if info.marker else self.payload_type
+        out_ts = (info.timestamp + m.ts_off) & 0xFFFFFFFF
         head = _FIXED.pack(0x90 if ext else 0x80, b1, out_seq, out_ts, self.ssrc)
         d = info.vp8
-        out: bytes | bytearray
-        if d is not None and self._vp8_rewrite:
-            buf = bytearray(head)
-            buf += ext
-            poff = len(buf)
-            buf += memoryview(pkt)[off:end]
-            pid = d.picture_id
-            if d.picture_id_bits:
-                pid = (pid + self._pid_off) & (0x7FFF if d.picture_id_bits == 15 else 0x7F)
-            tl0 = (d.tl0picidx + self._tl0_off) & 0xFF if d.tl0picidx >= 0 else -1
-            kidx = (d.keyidx + self._kidx_off) & 0x1F if d.keyidx >= 0 else -1
-            rewrite_vp8(buf, poff, d, pid, tl0, kidx)
-            out = buf
-            if newest:
-                self._note_vp8(pid, d.picture_id_bits, tl0, kidx)
-        else:
-            out = b"".join((head, ext, memoryview(pkt)[off:end]))
-            if d is not None and newest:
+        if d is None:
+            return b"".join((head, ext, memoryview(pkt)[off:end]))
+        if not m.vp8:
+            if note:
                 self._note_vp8(d.picture_id, d.picture_id_bits, d.tl0picidx, d.keyidx)
-        self.cache.store(out_seq, out)
-        self.packets_sent += 1
-        self.octets_sent += end - off
-        return out
+            return b"".join((head, ext, memoryview(pkt)[off:end]))
+        buf = bytearray(head)
+        buf += ext
+        poff = len(buf)
+        buf += memoryview(pkt)[off:end]
+        pid = d.picture_id
+        if d.picture_id_bits:
+            pid = (pid + m.pid_off) & (0x7FFF if d.picture_id_bits == 15 else 0x7F)
+        tl0 = (d.tl0picidx + m.tl0_off) & 0xFF if d.tl0picidx >= 0 else -1
+        kidx = (d.keyidx + m.kidx_off) & 0x1F if d.keyidx >= 0 else -1
+        rewrite_vp8(buf, poff, d, pid, tl0, kidx)
+        if note:
+            self._note_vp8(pid, d.picture_id_bits, tl0, kidx)
+        return buf
 
     def _drop(self, in_ext: int, info: PacketInfo) -> None:
         """Compact a filtered packet out of the outgoing sequence (and picture id) space."""
@@ -435,8 +448,8 @@ class DownTrack:
             self._drop_horizon = drops.popleft()
         d = info.vp8
         if d is not None and info.start and d.picture_id >= 0 and not info.padding_only:
-            self._pid_off -= 1
-            self._vp8_rewrite = True
+            m = self._m
+            self._m = Munge(m.ts_off, m.pid_off - 1, m.tl0_off, m.kidx_off, True)
 
     def _note_vp8(self, pid: int, bits: int, tl0: int, kidx: int) -> None:
         if bits:
@@ -450,13 +463,14 @@ class DownTrack:
     def _switch(self, info: PacketInfo, now: float) -> None:
         """Start forwarding a new source so its first packet follows the last one sent."""
         seq, ts = info.sequence_number, info.timestamp
+        m = self._m
+        ts_off = m.ts_off
         if not self._started:
             self._started = True
             self._sn_off = 0
-            self._ts_off = 0
         else:
             self._sn_off = self._out_hi_ext + 1 - seq
-            self._ts_off = (self._pick_ts(info, now) - ts) & 0xFFFFFFFF
+            ts_off = (self._pick_ts(info, now) - ts) & 0xFFFFFFFF
         self._in_hi = (seq - 1) & 0xFFFF  # the first packet is then simply "the next one"
         self._in_hi_ext = seq - 1
         self._in_start_ext = seq
@@ -468,16 +482,18 @@ class DownTrack:
         if self._pending_temporal >= 0:
             self.max_temporal = self._pending_temporal
             self._pending_temporal = -1
+        pid_off, tl0_off, kidx_off = m.pid_off, m.tl0_off, m.kidx_off
         d = info.vp8
         if d is not None:
             if self._last_pid >= 0 and d.picture_id >= 0:
                 mod = 0x8000 if d.picture_id_bits == 15 else 0x80
-                self._pid_off = (self._last_pid + 1 - d.picture_id) % mod
+                pid_off = (self._last_pid + 1 - d.picture_id) % mod
             if self._last_tl0 >= 0 and d.tl0picidx >= 0:
-                self._tl0_off = (self._last_tl0 + 1 - d.tl0picidx) & 0xFF
+                tl0_off = (self._last_tl0 + 1 - d.tl0picidx) & 0xFF
             if self._last_kidx >= 0 and d.keyidx >= 0:
-                self._kidx_off = (self._last_kidx + 1 - d.keyidx) & 0x1F
-            self._vp8_rewrite = bool(self._pid_off or self._tl0_off or self._kidx_off)
+                kidx_off = (self._last_kidx + 1 - d.keyidx) & 0x1F
+        vp8 = bool(pid_off or tl0_off or kidx_off)
+        self._m = Munge(ts_off, pid_off, tl0_off, kidx_off, vp8)
 
     def _pick_ts(self, info: PacketInfo, now: float) -> int:
         """Outgoing timestamp for the first packet after a switch or resume."""
@@ -486,15 +502,14 @@ class DownTrack:
         expected = (self._last_out_ts + max(1, int(elapsed * rate))) & 0xFFFFFFFF
         cand = -1
         if info.ssrc == self._last_src_ssrc:
-            cand = (info.timestamp + self._ts_off) & 0xFFFFFFFF
+            cand = (info.timestamp + self._m.ts_off) & 0xFFFFFFFF
         elif self.clocks is not None and self._last_layer is not None:
             old = self.clocks.get(self._last_layer)
             new = self.clocks.get(info.layer)
             if old is not None and new is not None:
                 ntp_delta = (new[0] - old[0]) / 4294967296.0
-                cand = (
-                    old[1] + self._ts_off + round(ntp_delta * rate) + _s32(info.timestamp - new[1])
-                ) & 0xFFFFFFFF
+                since_sr = _s32(info.timestamp - new[1])
+                cand = (old[1] + self._m.ts_off + round(ntp_delta * rate) + since_sr) & 0xFFFFFFFF
         if cand >= 0 and abs(_s32(cand - expected)) <= TS_TOLERANCE * rate:
             if _s32(cand - self._last_out_ts) <= 0:
                 return (self._last_out_ts + 1) & 0xFFFFFFFF
@@ -505,15 +520,18 @@ class DownTrack:
 
     def on_nack(self, seqs: Iterable[int], now: float) -> list[bytes | bytearray]:
         """Plaintext retransmissions answering a subscriber NACK (RTX-wrapped if negotiated)."""
-        pkts = self.cache.answer(seqs, now, self.rtt)
-        if not pkts or not self.rtx_ssrc:
-            return [p if isinstance(p, bytes | bytearray) else bytes(p) for p in pkts]
         out: list[bytes | bytearray] = []
-        for p in pkts:
-            self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
-            out.append(
-                wrap_rtx(p, parse_header(p), self.rtx_ssrc, self._rtx_seq, self.rtx_payload_type)
-            )
+        for seq, item in self.cache.answer(seqs, now, self.rtt):
+            pkt, info, m = item
+            try:
+                p = self._render(pkt, info, seq, m, now, False)
+            except ValueError:
+                continue
+            if self.rtx_ssrc:
+                self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+                h = parse_header(p)
+                p = wrap_rtx(p, h, self.rtx_ssrc, self._rtx_seq, self.rtx_payload_type)
+            out.append(p)
         return out
 
     def on_receiver_report(self, block: RtcpReportBlock, now: float) -> float | None:
@@ -535,7 +553,7 @@ class DownTrack:
         ntp, rtp, arrival = sr
         elapsed = now - arrival
         ntp_out = (ntp + int(elapsed * 4294967296.0)) & 0xFFFFFFFFFFFFFFFF
-        rtp_out = (rtp + int(elapsed * self.clock_rate) + self._ts_off) & 0xFFFFFFFF
+        rtp_out = (rtp + int(elapsed * self.clock_rate) + self._m.ts_off) & 0xFFFFFFFF
         if len(self._sr_sent) >= 16:
             self._sr_sent.pop(next(iter(self._sr_sent)))
         self._sr_sent[ntp_middle32(ntp_out)] = now

@@ -9,19 +9,25 @@ backoff between 20 and 400 ms, at most 100 outstanding; PLIs are throttled per l
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Generic, TypeVar
 
 from roost.media.rtcp import build_nack
 
-Buffer = bytes | bytearray | memoryview
+T = TypeVar("T")
 
 AUDIO_CACHE_SIZE = 200
 VIDEO_CACHE_SIZE = 500
 
 
-class RetransmitCache:
-    """Ring of sent plaintext packets keyed by outgoing sequence number."""
+class RetransmitCache(Generic[T]):
+    """Ring of what was sent, keyed by outgoing sequence number.
 
-    __slots__ = ("_count", "_last", "_pkts", "_seqs", "max_retransmits", "min_interval", "size")
+    Items are opaque: a down-track stores a reference to the shared publisher packet plus
+    the munge state it was sent under (re-rendered on NACK), so memory stays per publisher
+    packet rather than per subscriber packet.
+    """
+
+    __slots__ = ("_count", "_items", "_last", "_seqs", "max_retransmits", "min_interval", "size")
 
     def __init__(self, size: int, max_retransmits: int = 3, min_interval: float = 0.1) -> None:
         if size <= 0:
@@ -29,39 +35,41 @@ class RetransmitCache:
         self.size = size
         self.max_retransmits = max_retransmits
         self.min_interval = min_interval
-        self._pkts: list[Buffer | None] = [None] * size
+        self._items: list[T | None] = [None] * size
         self._seqs: list[int] = [-1] * size
         self._count: list[int] = [0] * size
         self._last: list[float] = [0.0] * size
 
-    def store(self, seq: int, packet: Buffer | None) -> None:
-        """Remember `packet` (None for never-retransmit, e.g. padding) as sent with `seq`."""
+    def store(self, seq: int, item: T | None) -> None:
+        """Remember `item` (None for never-retransmit, e.g. padding) as sent with `seq`."""
         i = seq % self.size
-        self._pkts[i] = packet
+        self._items[i] = item
         self._seqs[i] = seq
         self._count[i] = 0
 
-    def get(self, seq: int) -> Buffer | None:
-        """The packet stored for `seq`, ignoring rate limits."""
+    def get(self, seq: int) -> T | None:
+        """The item stored for `seq`, ignoring rate limits."""
         i = seq % self.size
-        return self._pkts[i] if self._seqs[i] == seq else None
+        return self._items[i] if self._seqs[i] == seq else None
 
-    def answer(self, seqs: Iterable[int], now: float, rtt: float | None = None) -> list[Buffer]:
-        """Packets to retransmit for a NACK, applying the per-packet count and spacing limits."""
+    def answer(
+        self, seqs: Iterable[int], now: float, rtt: float | None = None
+    ) -> list[tuple[int, T]]:
+        """(seq, item) to retransmit for a NACK, applying the count and spacing limits."""
         interval = self.min_interval if rtt is None else min(self.min_interval, 2.0 * rtt)
-        out: list[Buffer] = []
+        out: list[tuple[int, T]] = []
         for seq in seqs:
             i = seq % self.size
             if self._seqs[i] != seq:
                 continue  # older than the window (or never sent)
-            pkt = self._pkts[i]
-            if pkt is None or self._count[i] >= self.max_retransmits:
+            item = self._items[i]
+            if item is None or self._count[i] >= self.max_retransmits:
                 continue
             if self._count[i] and now - self._last[i] < interval:
                 continue
             self._count[i] += 1
             self._last[i] = now
-            out.append(pkt)
+            out.append((seq, item))
         return out
 
 

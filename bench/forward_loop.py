@@ -233,11 +233,11 @@ def main() -> int:
     )
     for profile in profiles:
         for shape in (AUDIO, VIDEO):
-            runs = [
+            costs = [
                 piece_costs(shape, profile, sink, 5000 if args.quick else 10_000)
                 for _ in range(repeat)
             ]
-            c = {k: min(r[k] for r in runs) for k in runs[0]}
+            c = {k: min(r[k] for r in costs) for k in costs[0]}
             print(
                 f"{names[profile.name]:<20} {shape.name + ' ' + str(shape.size) + ' B':<12}"
                 f" {c['unprotect']:>9.2f} {c['inspect']:>8.2f} {c['forward']:>8.2f}"

@@ -33,11 +33,14 @@ def _load(fn_path: str) -> Callable[..., Awaitable[Any]]:
 
 
 async def _run(fn: Callable[..., Awaitable[Any]], args: list[Any], timeout: float) -> Any:
+    limit = asyncio.timeout(timeout)
     try:
-        return await asyncio.wait_for(fn(*args), timeout)
+        async with limit:
+            return await fn(*args)
     except TimeoutError:
-        # wait_for cancelled the scenario; its traceback shows where it was waiting.
-        print(f"scenario timed out after {timeout:.1f} s", file=sys.stderr)
+        if limit.expired():
+            # The scenario was cancelled; the traceback shows where it was waiting.
+            print(f"scenario exceeded its {timeout:.1f} s limit", file=sys.stderr)
         raise
 
 

@@ -163,12 +163,10 @@ class RoomService:
         track = p.tracks.get(req.track_sid)
         if track is None:
             raise errors.track_not_found()
+        # Tell the publisher first (its SDK mutes the local track), then everyone.
         p.send(rtc.SignalResponse(mute=rtc.MuteTrackRequest(sid=req.track_sid,
                                                              muted=req.muted)))
-        if track.muted != req.muted:
-            track.muted = req.muted
-            p.touch()
-            room.broadcast_participant(p)
+        room.set_muted(p, req.track_sid, req.muted)
         response = room_pb.MuteRoomTrackResponse()
         response.track.CopyFrom(track)
         return response
@@ -199,10 +197,13 @@ class RoomService:
         if req.metadata:
             p.metadata = req.metadata
         p.attributes = merged
-        if req.HasField("permission"):
+        permission_changed = req.HasField("permission") and req.permission != p.permission
+        if permission_changed:
             p.permission = models.ParticipantPermission()
             p.permission.CopyFrom(req.permission)
         self.signal.participant_changed(room, p)
+        if permission_changed:
+            apply_permission(room, p)
         return p.to_proto()
 
     async def update_subscriptions(
@@ -213,13 +214,10 @@ class RoomService:
         sids = list(req.track_sids)
         for pt in req.participant_tracks:
             sids.extend(pt.track_sids)
-        published = {sid for other in room.participants.values() for sid in other.tracks}
-        missing = [sid for sid in sids if sid not in published]
+        missing = [sid for sid in sids if room.subscriptions.find(sid) is None]
         if missing:
             raise TwirpError("not_found", f"track is not found: {', '.join(missing)}")
-        hook = getattr(room, "update_subscriptions", None)
-        if hook is not None:
-            hook(p, sids, req.subscribe)
+        room.subscriptions.update(p, sids, req.subscribe)
         return room_pb.UpdateSubscriptionsResponse()
 
     # -- data ------------------------------------------------------------------------
@@ -289,3 +287,16 @@ class RoomService:
     def _check_distinct(room: str, destination: str) -> None:
         if room == destination:
             raise errors.invalid_argument("destination room cannot be the same as source room")
+
+
+def apply_permission(room: Room, p: Participant) -> None:
+    """After a permission replace: unpublish what may no longer be published, re-decide
+    every subscription of `p` (revoked when can_subscribe is off, restored when back on)."""
+    perm = p.permission
+    for pub in list(p.publications.published.values()):
+        source = pub.info.source
+        if not perm.can_publish or (perm.can_publish_sources
+                                    and source not in perm.can_publish_sources):
+            room.unpublish(p, pub.sid, notify=True)
+    for pub in room.subscriptions.publications():
+        room.subscriptions.reconcile(p, pub)

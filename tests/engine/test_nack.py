@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from roost.media.nack import NackGenerator, PliThrottle, RetransmitCache
+from roost.media.nack import NackGenerator, PliThrottle, ReceptionStats, RetransmitCache
 from roost.media.rtcp import RtcpNack, parse_compound
 
 
@@ -101,3 +101,23 @@ def test_pli_throttle_is_per_layer() -> None:
     assert throttle.allow(2, 1.0)
     throttle.reset(2)
     assert throttle.allow(2, 1.1)
+
+
+def test_reception_stats_count_loss_and_jitter_for_receiver_reports() -> None:
+    stats = ReceptionStats(48000)
+    t = 10.0
+    for seq in [65530, 65531, 65533, 65534, 0, 1, 3, 2]:  # 65532 and 65535 lost, 2/3 reordered
+        stats.update(seq, (seq if seq > 100 else seq + 65536) * 960, t)
+        t += 0.02
+    stats.on_sender_report(0xE000_1234_5678_0000, 10.0)
+    block = stats.report_block(0xABC, now=10.5)
+    assert block.ssrc == 0xABC
+    assert block.highest_sequence == 65536 + 3
+    assert block.packets_lost == 2 and stats.expected == 10
+    assert block.fraction_lost == (2 << 8) // 10 and abs(stats.loss_fraction - 0.2) < 0.01
+    assert block.lsr == 0x1234_5678 and block.dlsr == 65536 // 2
+    for seq in range(4, 40):
+        stats.update(seq, (seq + 65536) * 960, t)
+        t += 0.02
+    assert stats.report_block(0xABC, now=11.0).fraction_lost == 0  # new interval, no loss
+    assert stats.jitter < 0.001 * 48000  # the reordering's jitter decayed with steady pacing

@@ -4,6 +4,7 @@ Limits follow LiveKit (protocol notes §9.4/§9.5): a subscriber NACK is answere
 3 times per packet and not more often than min(100 ms, 2·RTT) from a ring of the last
 200 (audio) / 500 (video) sent packets; upstream gaps are NACKed up to 5 times with a
 backoff between 20 and 400 ms, at most 100 outstanding; PLIs are throttled per layer.
+`ReceptionStats` keeps the RFC 3550 loss/jitter counters for Receiver Reports.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Generic, TypeVar
 
-from roost.media.rtcp import build_nack
+from roost.media.rtcp import RtcpReportBlock, build_nack
 
 T = TypeVar("T")
 
@@ -188,3 +189,94 @@ class PliThrottle:
             self._last.clear()
         else:
             self._last.pop(layer, None)
+
+
+class ReceptionStats:
+    """RFC 3550 reception statistics of one publisher SSRC, for Receiver Reports and quality."""
+
+    __slots__ = (
+        "_base",
+        "_expected_prior",
+        "_last_sr_at",
+        "_last_sr_middle",
+        "_max",
+        "_received",
+        "_received_prior",
+        "_transit",
+        "clock_rate",
+        "fraction_lost",
+        "jitter",
+    )
+
+    def __init__(self, clock_rate: int) -> None:
+        self.clock_rate = clock_rate
+        self._base = -1  # extended sequence number of the first packet
+        self._max = -1  # highest extended sequence number
+        self._received = 0
+        self._expected_prior = 0
+        self._received_prior = 0
+        self._transit: float | None = None
+        self.jitter = 0.0  # in timestamp units
+        self.fraction_lost = 0  # 0..255, of the last reporting interval
+        self._last_sr_middle = 0
+        self._last_sr_at = 0.0
+
+    def update(self, seq: int, timestamp: int, arrival: float) -> None:
+        """Account one received packet (arrival in seconds)."""
+        if self._max < 0:
+            self._base = self._max = seq
+        else:
+            diff = (seq - self._max) & 0xFFFF
+            if diff < 0x8000:
+                self._max += diff
+        self._received += 1
+        transit = arrival * self.clock_rate - timestamp
+        if self._transit is not None:
+            d = abs(transit - self._transit)
+            if d < 5 * self.clock_rate:  # ignore timestamp jumps (encoder restart, wrap)
+                self.jitter += (d - self.jitter) / 16.0
+        self._transit = transit
+
+    def on_sender_report(self, ntp: int, now: float) -> None:
+        """Remember the publisher's last SR for LSR/DLSR."""
+        self._last_sr_middle = (ntp >> 16) & 0xFFFFFFFF
+        self._last_sr_at = now
+
+    @property
+    def expected(self) -> int:
+        """Packets expected so far (from the sequence number span)."""
+        return 0 if self._max < 0 else self._max - self._base + 1
+
+    @property
+    def lost(self) -> int:
+        """Cumulative packets lost (may be negative with duplicates)."""
+        return self.expected - self._received
+
+    @property
+    def loss_fraction(self) -> float:
+        """Fraction lost in the last reporting interval (0..1)."""
+        return self.fraction_lost / 256.0
+
+    def report_block(self, ssrc: int, now: float) -> RtcpReportBlock:
+        """A report block for `ssrc`; starts a new reporting interval."""
+        expected = self.expected
+        interval_expected = expected - self._expected_prior
+        interval_lost = interval_expected - (self._received - self._received_prior)
+        self._expected_prior = expected
+        self._received_prior = self._received
+        if interval_expected > 0 and interval_lost > 0:
+            self.fraction_lost = min(255, (interval_lost << 8) // interval_expected)
+        else:
+            self.fraction_lost = 0
+        dlsr = 0
+        if self._last_sr_middle:
+            dlsr = int((now - self._last_sr_at) * 65536) & 0xFFFFFFFF
+        return RtcpReportBlock(
+            ssrc=ssrc,
+            fraction_lost=self.fraction_lost,
+            packets_lost=max(-0x800000, min(0x7FFFFF, self.lost)),
+            highest_sequence=max(0, self._max) & 0xFFFFFFFF,
+            jitter=int(self.jitter),
+            lsr=self._last_sr_middle,
+            dlsr=dlsr,
+        )

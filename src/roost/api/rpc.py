@@ -12,7 +12,6 @@ import logging
 import time
 import uuid
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
@@ -133,14 +132,11 @@ class ServerRpc:
         if room in self._tapped:
             return
         self._tapped.add(room)
-        original: Callable[[Participant, str, bytes], None] = room.on_data
 
-        def on_data(sender: Participant, label: str, payload: bytes) -> None:
-            if label == RELIABLE and self.pending and self.intercept(sender, payload):
-                return
-            original(sender, label, payload)
+        def tap(sender: Participant, label: str, payload: bytes) -> bool:
+            return label == RELIABLE and bool(self.pending) and self.intercept(sender, payload)
 
-        setattr(room, "on_data", on_data)  # noqa: B010 - instance-level wrapper
+        room.data_taps.append(tap)
         room.on_participant_left.append(self._participant_left)
 
     def intercept(self, sender: Participant, payload: bytes) -> bool:

@@ -66,6 +66,9 @@ class Room:
         # (room, publisher, publication, published?) for webhooks and metrics
         self.on_track: list[Callable[[Room, Participant, TrackPublication, bool], None]] = []
         self.subscriptions = Subscriptions(self)
+        # Consumers of data addressed to the server itself (RoomService PerformRpc):
+        # each sees (sender, label, payload) first and returns True to consume it.
+        self.data_taps: list[Callable[[Participant, str, bytes], bool]] = []
         self.speakers = ActiveSpeakers(self)
         self.qualities = ConnectionQualities(self)
         self._dynacast: dict[str, Dynacast] = {}
@@ -278,6 +281,9 @@ class Room:
             return
         if label not in (RELIABLE, LOSSY):
             return  # _data_track and unlabeled channels are not routed
+        for tap in self.data_taps:
+            if tap(sender, label, payload):
+                return
         packet = models.DataPacket()
         try:
             packet.ParseFromString(payload)

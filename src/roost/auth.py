@@ -10,7 +10,8 @@ from typing import Any
 import jwt
 import jwt.warnings
 from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
-from livekit.protocol import models, room as room_pb
+from livekit.protocol import models
+from livekit.protocol import room as room_pb
 
 LEEWAY_SECONDS = 60
 

@@ -83,6 +83,7 @@ class Participant:
         self.signal_rtt_ms = 0
         self.subscription_permission: rtc.SubscriptionPermission | None = None
         self._pending: list[rtc.SignalResponse] = []
+        self.missed_departures: dict[str, models.ParticipantInfo] = {}
         self.publications = PublisherTracks(self)
         self.desired: dict[str, bool] = {}  # explicit UpdateSubscription choices by track sid
         # Set by the signal layer: renegotiate the subscriber peer connection soon.
@@ -157,6 +158,11 @@ class Participant:
             return
         if self.session is not None:
             self.session.send(response)
+        elif response.WhichOneof("message") == "update":
+            # Away (waiting for a resume): remember who left, to report it on return.
+            for info in response.update.participants:
+                if info.state == State.DISCONNECTED and len(self.missed_departures) < 1000:
+                    self.missed_departures[info.sid] = info
 
     def flush_pending(self) -> None:
         pending, self._pending = self._pending, []

@@ -118,9 +118,12 @@ class Handlers:
         self.service.subscriber_answered(self.p)
 
     def _full_reconnect_or_close(self, reason: str) -> None:
+        """Ask the client to rejoin from scratch (one RECONNECT leave) and drop this session."""
+        log.info("asking for a full reconnect: %s", reason, extra=self.session._extra())
         self.p.send(leave_response(Reason.STATE_MISMATCH, self.p.params.protocol,
                                    Action.RECONNECT))
-        self.service.leave(self.room, self.p, Reason.STATE_MISMATCH)
+        self.session.close(reason)
+        self.room.remove(self.p, Reason.STATE_MISMATCH, send_leave=False)
 
     async def trickle(self, request: rtc.SignalRequest) -> None:
         trickle = request.trickle

@@ -115,6 +115,11 @@ class SignalService:
         reconnect.reconnect.server_info.CopyFrom(session.server_info())
         reconnect.reconnect.last_message_seq = p.last_reliable_seq
         session.send(reconnect)
+        missed, p.missed_departures = p.missed_departures, {}
+        if missed and p.params.protocol > 8:
+            gone = rtc.SignalResponse()
+            gone.update.participants.extend(missed.values())
+            session.send(gone)
         room.full_update(p)
         msg = rtc.SignalResponse()
         msg.room_update.room.CopyFrom(room.to_proto())

@@ -218,6 +218,8 @@ async def test_ice_restart_rescues_a_dead_path(pair: tuple[PeerTransport, PeerTr
     answerer.on_data, answerer.on_state = down.on_data, down.on_state
     await exchange(offerer, answerer)
     await until(lambda: offerer.connected and answerer.connected)
+    # The answerer learns the offerer's channels in-band (DCEP), just after connecting.
+    await until(lambda: "_reliable" in answerer._channels.labels())
     assert answerer.send_data("_reliable", b"one")
     await up.wait_for("_reliable", b"one")
 

@@ -7,6 +7,8 @@ Phases, all into one room:
   sdk-seq   N sequential `room.connect()` with the official SDK (includes ICE + DTLS).
   sdk-conc  C concurrent `room.connect()`; did all succeed, and did everyone see everyone?
 
+Bounded: server start 15 s, raw phase 20 s, SDK phases --sdk-timeout (75 s).
+
 The SDK phases run in a child process (`--sdk-worker`) because a Rust panic in the SDK aborts
 its process. Server CPU seconds per join come from /proc/<pid>/stat before and after each
 phase (only when the server is local: started here, or given with --server-pid).
@@ -289,7 +291,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrent", type=int, default=50)
     parser.add_argument("--connect-timeout", type=float, default=30.0)
     parser.add_argument("--presence-timeout", type=float, default=10.0)
-    parser.add_argument("--sdk-timeout", type=float, default=100.0)
+    parser.add_argument("--sdk-timeout", type=float, default=75.0)
     parser.add_argument("--log-dir", default=None)
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
     parser.add_argument("--sdk-worker", action="store_true", help=argparse.SUPPRESS)
@@ -319,7 +321,9 @@ def main(argv: list[str] | None = None) -> int:
             return make_token(args.api_key, args.api_secret, identity, ROOM)
 
         cpu["raw-start"] = cpu_seconds(pid)
-        raw = asyncio.run(raw_sequential(args.url, args.sequential, token_for))
+        raw = asyncio.run(
+            asyncio.wait_for(raw_sequential(args.url, args.sequential, token_for), 20)
+        )
         cpu["raw-end"] = cpu_seconds(pid)
         client_cpu: dict[str, float | None] = {}
         sdk = run_sdk_phases(args, pid, cpu, client_cpu)

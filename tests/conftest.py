@@ -33,6 +33,28 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "server_tracebacks_ok: the test expects roost to log tracebacks (not a failure then)",
+    )
+
+
+def server_problems(server: RoostServer, request: pytest.FixtureRequest) -> list[str]:
+    """What went wrong inside the server during a test, even if the clients did not notice."""
+    problems = []
+    process = server.process
+    if process is not None and process.poll() not in (None, 0):
+        problems.append(f"roost died during the test with exit code {process.returncode}")
+    if request.node.get_closest_marker("server_tracebacks_ok") is None:
+        count, first = server.tracebacks()
+        if count:
+            problems.append(
+                f"roost logged {count} traceback(s) during the test; the first:\n{first}"
+            )
+    return problems  # the report hook appends the log tail
+
+
 @pytest.fixture(name="start_server")
 def start_server_fixture(
     request: pytest.FixtureRequest, tmp_path: Path
@@ -45,13 +67,19 @@ def start_server_fixture(
         try:
             server = start_server(*extra_args, log_dir=tmp_path)
         except ServerStartError as exc:
-            pytest.fail(str(exc), pytrace=False)
-        started.append(server)
-        return server
+            failure = str(exc)
+        else:
+            started.append(server)
+            return server
+        pytest.fail(failure, pytrace=False)  # outside `except`: no chained traceback
 
     yield factory
+    problems = []
     for server in started:
+        problems += server_problems(server, request)
         server.stop()
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.helpers.scenario_runner import RESULT_MARKER
 from tests.helpers.server import REPO_ROOT, tail
 
 DEFAULT_RUST_LOG = "livekit=debug,livekit_api=debug,livekit_ffi=info"
@@ -76,7 +75,10 @@ def run_scenario(
     the traceback); the parent kills the child `KILL_GRACE` seconds later if it is still alive.
     """
     directory = log_dir or Path(tempfile.mkdtemp(prefix="roost-scenario-"))
-    log_path = directory / (fn_path.replace(":", ".").rsplit(".", 2)[-1] + ".log")
+    stem = fn_path.replace(":", ".").rsplit(".", 2)[-1]
+    log_path = directory / f"{stem}.log"
+    result_path = directory / f"{stem}.result.json"
+    result_path.unlink(missing_ok=True)
     cmd = [
         sys.executable,
         "-m",
@@ -85,6 +87,8 @@ def run_scenario(
         json.dumps(list(args)),
         "--timeout",
         str(timeout),
+        "--result-file",
+        str(result_path),
     ]
     started = time.monotonic()
     with open(log_path, "wb") as log:
@@ -132,7 +136,4 @@ def run_scenario(
 
             pytest.fail(message, pytrace=False)
         raise ScenarioFailed(message)
-    for line in reversed(output.splitlines()):
-        if line.startswith(RESULT_MARKER):
-            return json.loads(line[len(RESULT_MARKER) :])
-    return None
+    return json.loads(result_path.read_text())

@@ -1,8 +1,9 @@
 """Child-process entry point: `python -m tests.helpers.scenario_runner module:fn '[args]'`.
 
-Imports the scenario coroutine function, runs it with a timeout, prints its JSON result after
-`RESULT_MARKER` and exits 0; on an exception prints the traceback and exits 1. The official
-SDK's logs (Rust included, with `LIVEKIT_RTC_DEBUG=1`) go to stderr through `logging`.
+Imports the scenario coroutine function and runs it with a timeout. On success it writes the
+JSON result to `--result-file` (also printed after `RESULT_MARKER`) and exits 0; on an
+exception it prints the traceback and exits 1. The official SDK's logs (Rust included, with
+`LIVEKIT_RTC_DEBUG=1`) go to stderr through `logging`.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def main() -> None:
     parser.add_argument("fn_path")
     parser.add_argument("args", nargs="?", default="[]")
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--result-file", help="write the JSON result here (else to stdout)")
     ns = parser.parse_args()
 
     logging.basicConfig(
@@ -74,7 +76,12 @@ def main() -> None:
     code = 0
     try:
         result = asyncio.run(_run(fn, json.loads(ns.args), ns.timeout))
-        print(RESULT_MARKER + json.dumps(result, default=str), flush=True)
+        encoded = json.dumps(result, default=str)
+        if ns.result_file:
+            # A file, not stdout: SDK threads log to the same stream and can split lines.
+            with open(ns.result_file, "w") as out:
+                out.write(encoded)
+        print(RESULT_MARKER + encoded, flush=True)
         print(f"scenario {ns.fn_path} passed in {time.monotonic() - started:.2f} s", flush=True)
     except BaseException:
         traceback.print_exc()

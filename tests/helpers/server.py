@@ -188,6 +188,18 @@ class RoostServer:
     def log_tail(self, max_lines: int = 120) -> str:
         return tail(self.log_path, max_lines=max_lines)
 
+    def tracebacks(self, context_lines: int = 25) -> tuple[int, str]:
+        """How many Python tracebacks the server logged, and the first one."""
+        try:
+            lines = self.log_path.read_text("utf-8", "replace").splitlines()
+        except OSError:
+            return 0, ""
+        starts = [i for i, line in enumerate(lines) if "Traceback (most recent call last)" in line]
+        if not starts:
+            return 0, ""
+        first = starts[0]
+        return len(starts), "\n".join(lines[max(0, first - 2) : first + context_lines])
+
     def cpu_seconds(self) -> float:
         """User + system CPU time the server process has used so far (Linux /proc)."""
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()

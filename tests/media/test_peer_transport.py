@@ -133,3 +133,16 @@ async def test_server_renegotiation_keeps_connection(
     assert transport.send_data("_reliable", b"after-renegotiation")
     await until(lambda: ("_reliable", b"after-renegotiation") in received)
     assert transport.connected
+
+
+async def test_answerer_queues_for_channels_the_client_will_open(
+    transport: PeerTransport, client: RTCPeerConnection
+) -> None:
+    """Single-PC case: server→client data sent before the client's DCEP OPEN is not lost."""
+    reliable = client.createDataChannel("_reliable")
+    received: list[Any] = []
+    channel_inbox(reliable, received)
+    await negotiate_client_offer(client, transport)
+    assert transport.send_data("_reliable", b"sent-before-open")
+    assert not transport.send_data("_custom", b"unknown label")
+    await until(lambda: ("_reliable", b"sent-before-open") in received)

@@ -34,9 +34,14 @@ class DataChannels:
         self._waiting_bytes: dict[str, int] = {}
         self._log_prefix = log_prefix
         self._closed = False
+        self._expected: set[str] = set()  # labels the peer will open: queue sends meanwhile
 
     def labels(self) -> list[str]:
         return list(self._by_label)
+
+    def expect(self, *labels: str) -> None:
+        """Queue sends for labels the peer is about to open in-band (its DCEP OPEN)."""
+        self._expected.update(labels)
 
     def get(self, label: str) -> RTCDataChannel | None:
         return self._by_label.get(label)
@@ -87,11 +92,14 @@ class DataChannels:
     def send(self, label: str, payload: bytes) -> bool:
         """Send now, or queue (bounded) until the channel opens; False if undeliverable."""
         channel = self._by_label.get(label)
-        if channel is None or self._closed:
+        if self._closed or (channel is None and label not in self._expected):
             return False
-        reliable = channel.ordered and channel.maxRetransmits is None
+        if channel is None:
+            reliable = label == RELIABLE
+        else:
+            reliable = channel.ordered and channel.maxRetransmits is None
         cap = RELIABLE_BUFFER if reliable else UNRELIABLE_BUFFER
-        state = channel.readyState
+        state = "connecting" if channel is None else channel.readyState
         if state == "connecting":
             used = self._waiting_bytes.get(label, 0)
             if used + len(payload) > cap:
@@ -99,7 +107,7 @@ class DataChannels:
             self._waiting.setdefault(label, deque()).append(payload)
             self._waiting_bytes[label] = used + len(payload)
             return True
-        if state != "open":
+        if state != "open" or channel is None:
             return False
         if channel.bufferedAmount + len(payload) > cap:
             return False

@@ -314,6 +314,7 @@ class PeerTransport:
                 sections.append(reject(m))
             elif m.is_datachannel and self._data_mid in (None, m.mid):
                 self._data_mid = m.mid
+                self._channels.expect(RELIABLE, LOSSY)  # the client opens them once connected
                 sections.append(self._answer_datachannel(m, attrs))
             elif m.kind in ("audio", "video"):
                 section = answer_media(m)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from aiortc import RTCDataChannel, RTCSctpTransport
 from aiortc.rtcdatachannel import RTCDataChannelParameters
+from aiortc.rtcsctptransport import DataChunk
 
 from roost.limits import KIB, Limits
 
@@ -22,6 +23,20 @@ MAX_RECEIVE_SIZE = _limits.data_packet_size
 # Bytes that may wait per channel: before it opens, and inside SCTP once it is open.
 RELIABLE_BUFFER = _limits.data_send_queue_bytes
 UNRELIABLE_BUFFER = 256 * KIB
+# Unassembled inbound bytes allowed beyond the advertised window (1 MiB) before the
+# association is aborted: aiortc itself never enforces its receive window.
+RECEIVE_WINDOW_SLACK = MAX_RECEIVE_SIZE
+
+
+class BoundedSctpTransport(RTCSctpTransport):
+    """aiortc's SCTP transport with a hard cap on data the peer may leave unassembled."""
+
+    async def _receive_data_chunk(self, chunk: DataChunk) -> None:
+        if self._advertised_rwnd - len(chunk.user_data) < -RECEIVE_WINDOW_SLACK:
+            log.warning("SCTP peer overran the receive window; aborting the association")
+            await self.stop()
+            return
+        await super()._receive_data_chunk(chunk)
 
 
 class DataChannels:

@@ -23,7 +23,7 @@ from aiortc.rtcdtlstransport import RTCDtlsFingerprint, RTCDtlsParameters
 from aiortc.rtcsctptransport import RTCSctpCapabilities
 
 from roost.media import sdp as sdpmod
-from roost.media.datachannel import LOSSY, RELIABLE, DataChannels
+from roost.media.datachannel import LOSSY, RELIABLE, BoundedSctpTransport, DataChannels
 from roost.media.ice import IceLink, expand_addresses, parse_candidate
 from roost.media.sdp import Fingerprint, MediaSection, SdpError, SessionDescription
 from roost.media.sections import SCTP_PORT, answer_media, data_section, reject
@@ -263,7 +263,7 @@ class PeerTransport:
         await self._ice.gather()
         self._dtls = RTCDtlsTransport(cast(Any, self._ice), [self._certificate])
         self._dtls.on("statechange", self._on_dtls_state)
-        self._sctp = RTCSctpTransport(self._dtls, port=SCTP_PORT)
+        self._sctp = BoundedSctpTransport(self._dtls, port=SCTP_PORT)
         self._sctp.on("datachannel", self._channels.adopt)
 
     def _on_dtls_state(self) -> None:

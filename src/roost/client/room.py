@@ -1,0 +1,507 @@
+"""`Room`: connect to a LiveKit room and follow its participants, tracks and data.
+
+Events (same names and arguments as `livekit.rtc.Room`): participant_connected/
+disconnected/active, local_track_published/unpublished/subscribed, track_published/
+unpublished/subscribed/unsubscribed/subscription_failed/muted/unmuted,
+active_speakers_changed, room_metadata_changed, room_updated, participant_metadata/name/
+attributes/permissions_changed, connection_quality_changed, data_received,
+sip_dtmf_received, transcription_received, connection_state_changed, connected,
+disconnected, reconnecting, reconnected, token_refreshed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from aiortc import MediaStreamTrack
+from livekit.protocol import models, rtc
+
+from .data import DataPacket, SipDTMF, TranscriptionSegment
+from .engine import RtcEngine
+from .events import EventEmitter
+from .participant import LocalParticipant, Participant, RemoteParticipant
+from .rpc import REQUEST_TOPIC, RESPONSE_TOPIC
+from .signal import ConnectError
+from .streams import ByteStreamHandler, StreamReceiver, TextStreamHandler
+from .track import RemoteAudioTrack, RemoteTrack, RemoteTrackPublication, RemoteVideoTrack
+from .types import (
+    ConnectionQuality,
+    ConnectionState,
+    DataPacketKind,
+    DisconnectReason,
+    ParticipantState,
+    RoomOptions,
+    SimulateScenarioKind,
+    StreamState,
+    TrackKind,
+)
+
+log = logging.getLogger("roost.client.room")
+
+EventTypes = Literal[
+    "participant_connected", "participant_disconnected", "participant_active",
+    "local_track_published", "local_track_unpublished", "local_track_subscribed",
+    "track_published", "track_unpublished", "track_subscribed", "track_unsubscribed",
+    "track_subscription_failed", "track_muted", "track_unmuted", "active_speakers_changed",
+    "room_metadata_changed", "participant_metadata_changed", "participant_name_changed",
+    "participant_attributes_changed", "participant_permissions_changed",
+    "connection_quality_changed", "data_received", "sip_dtmf_received",
+    "transcription_received", "connection_state_changed", "connected", "disconnected",
+    "reconnecting", "reconnected", "room_updated", "token_refreshed",
+]
+
+
+@dataclass
+class RtcStats:
+    """aiortc statistics of both peer connections (one dict per stats object)."""
+
+    publisher_stats: list[dict[str, Any]]
+    subscriber_stats: list[dict[str, Any]]
+
+
+def _newer(a: models.ParticipantInfo, b: models.ParticipantInfo) -> bool:
+    """Is `a` a later session than `b` (same identity)?"""
+    return (a.joined_at, a.joined_at_ms, a.sid) > (b.joined_at, b.joined_at_ms, b.sid)
+
+
+class Room(EventEmitter[EventTypes]):
+    """A connection to one room (dual peer connection, aiortc media)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__()
+        self._engine: RtcEngine | None = None
+        self._info = models.Room()
+        self._local: LocalParticipant | None = None
+        self._remote: dict[str, RemoteParticipant] = {}
+        self._state = ConnectionState.CONN_DISCONNECTED
+        self._streams = StreamReceiver()
+        self._pending_tracks: dict[str, tuple[MediaStreamTrack, str]] = {}
+        self._speakers: dict[str, tuple[float, bool]] = {}
+        self._token = ""
+
+    # ---- properties --------------------------------------------------------------
+
+    @property
+    async def sid(self) -> str:
+        return self._info.sid
+
+    @property
+    def name(self) -> str:
+        return self._info.name
+
+    @property
+    def metadata(self) -> str:
+        return self._info.metadata
+
+    @property
+    def num_participants(self) -> int:
+        return self._info.num_participants
+
+    @property
+    def num_publishers(self) -> int:
+        return self._info.num_publishers
+
+    @property
+    def creation_time(self) -> datetime.datetime:
+        ms = self._info.creation_time_ms or self._info.creation_time * 1000
+        return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC)
+
+    @property
+    def local_participant(self) -> LocalParticipant:
+        if self._local is None:
+            raise RuntimeError("cannot access local participant before connecting")
+        return self._local
+
+    @property
+    def remote_participants(self) -> dict[str, RemoteParticipant]:
+        return self._remote
+
+    @property
+    def connection_state(self) -> ConnectionState:
+        return self._state
+
+    @property
+    def token(self) -> str:
+        """The newest access token (the server refreshes it)."""
+        return self._token
+
+    def isconnected(self) -> bool:
+        return self._state != ConnectionState.CONN_DISCONNECTED
+
+    # ---- connect / disconnect ----------------------------------------------------
+
+    async def connect(self, url: str, token: str, options: RoomOptions | None = None) -> None:
+        """Join the room; returns once the primary peer connection is up."""
+        if self._engine is not None and not self._engine.closed:
+            raise RuntimeError("already connected")
+        options = options or RoomOptions()
+        engine = RtcEngine(options)
+        self._engine = engine
+        self._token = token
+        engine.on_join = self._on_join
+        engine.on_message = self._on_message
+        engine.on_data = self._on_data
+        engine.on_track = self._on_remote_track
+        engine.on_track_ended = self._on_track_ended
+        engine.on_reconnecting = self._on_reconnecting
+        engine.on_reconnected = self._on_reconnected
+        engine.on_disconnected = self._cleanup
+        engine.sync_state_extra = self._sync_state
+        try:
+            await engine.connect(url, token)
+        except ConnectError:
+            self._engine = None
+            self._local = None
+            self._remote.clear()
+            raise
+        self._set_state(ConnectionState.CONN_CONNECTED)
+        self.emit("connected")
+
+    async def disconnect(self, *, reason: int = DisconnectReason.CLIENT_INITIATED) -> None:
+        """Leave the room."""
+        engine = self._engine
+        if engine is None or engine.closed:
+            return
+        await engine.close(send_leave=True, reason=reason)
+        self._cleanup(reason)
+
+    def _cleanup(self, reason: int) -> None:
+        if self._state == ConnectionState.CONN_DISCONNECTED:
+            return
+        for participant in self._remote.values():
+            for publication in participant.track_publications.values():
+                if publication.track is not None:
+                    publication.track._stop()
+        self._streams.abort_all("Disconnected while receiving")
+        if self._local is not None:
+            self._local._close()
+        self._set_state(ConnectionState.CONN_DISCONNECTED)
+        self.emit("disconnected", reason)
+
+    def _set_state(self, state: ConnectionState) -> None:
+        if state != self._state:
+            self._state = state
+            self.emit("connection_state_changed", state)
+
+    def _on_reconnecting(self) -> None:
+        self._set_state(ConnectionState.CONN_RECONNECTING)
+        self.emit("reconnecting")
+
+    def _on_reconnected(self) -> None:
+        self._set_state(ConnectionState.CONN_CONNECTED)
+        self.emit("reconnected")
+
+    async def simulate_scenario(self, scenario: int) -> None:
+        """Trigger a failure for tests: SIGNAL_RECONNECT drops the signal socket."""
+        if self._engine is None:
+            raise RuntimeError("simulate_scenario requires a connected room")
+        if scenario == SimulateScenarioKind.SIGNAL_RECONNECT:
+            self._engine.simulate_signal_loss()
+        elif scenario == SimulateScenarioKind.SERVER_LEAVE:
+            req = rtc.SignalRequest()
+            req.simulate.server_leave = True
+            self._engine.send_signal(req)
+
+    async def get_rtc_stats(self) -> RtcStats:
+        """Statistics of both peer connections."""
+        engine = self._engine
+        if engine is None:
+            raise RuntimeError("the room isn't connected")
+        result: list[list[dict[str, Any]]] = []
+        for pc in (engine.publisher, engine.subscriber):
+            report = await pc.getStats() if pc is not None else {}
+            result.append([vars(stat) for stat in report.values()])
+        return RtcStats(result[0], result[1])
+
+    # ---- stream handlers ---------------------------------------------------------
+
+    def register_text_stream_handler(self, topic: str, handler: TextStreamHandler) -> None:
+        """Call `handler(reader, sender_identity)` for each text stream on `topic`."""
+        if topic in self._streams.text_handlers:
+            raise ValueError(f"text stream handler for topic '{topic}' already set")
+        self._streams.text_handlers[topic] = handler
+
+    def unregister_text_stream_handler(self, topic: str) -> None:
+        self._streams.text_handlers.pop(topic, None)
+
+    def register_byte_stream_handler(self, topic: str, handler: ByteStreamHandler) -> None:
+        """Call `handler(reader, sender_identity)` for each byte stream on `topic`."""
+        if topic in self._streams.byte_handlers:
+            raise ValueError(f"byte stream handler for topic '{topic}' already set")
+        self._streams.byte_handlers[topic] = handler
+
+    def unregister_byte_stream_handler(self, topic: str) -> None:
+        self._streams.byte_handlers.pop(topic, None)
+
+    # ---- join and updates --------------------------------------------------------
+
+    def _on_join(self, join: rtc.JoinResponse) -> None:
+        assert self._engine is not None
+        self._info = join.room
+        self._local = LocalParticipant(self, self._engine, join.participant)
+        self._remote.clear()
+        rpc = self._local._rpc
+        self._streams.text_handlers[REQUEST_TOPIC] = rpc.on_request_stream
+        self._streams.text_handlers[RESPONSE_TOPIC] = rpc.on_response_stream
+        for info in join.other_participants:
+            participant = RemoteParticipant(info)
+            self._remote[info.identity] = participant
+            for track in info.tracks:
+                participant._track_publications[track.sid] = self._publication(track, info.sid)
+
+    def _publication(self, info: models.TrackInfo, participant_sid: str
+                     ) -> RemoteTrackPublication:
+        assert self._engine is not None
+        return RemoteTrackPublication(info, participant_sid, self._engine.send_signal)
+
+    def _on_message(self, msg: rtc.SignalResponse) -> None:
+        which = msg.WhichOneof("message")
+        local = self._local
+        if which == "update":
+            for info in msg.update.participants:
+                self._on_participant_info(info)
+        elif which == "track_published" and local is not None:
+            local._track_published(msg.track_published)
+        elif which == "track_unpublished" and local is not None:
+            publication = local._track_publications.pop(msg.track_unpublished.track_sid, None)
+            if publication is not None:
+                self.emit("local_track_unpublished", publication)
+        elif which == "mute" and local is not None:
+            publication = local._track_publications.get(msg.mute.sid)
+            if publication is not None and publication.track is not None:
+                publication.track._set_muted(msg.mute.muted)
+        elif which == "speakers_changed":
+            self._on_speakers(msg.speakers_changed.speakers)
+        elif which == "connection_quality":
+            for update in msg.connection_quality.updates:
+                participant = self._participant_by_sid(update.participant_sid)
+                if participant is not None:
+                    participant._connection_quality = ConnectionQuality(update.quality)
+                    self.emit("connection_quality_changed", participant,
+                              participant._connection_quality)
+        elif which == "room_update":
+            old = self._info.metadata
+            self._info = msg.room_update.room
+            if old != self._info.metadata:
+                self.emit("room_metadata_changed", old, self._info.metadata)
+            self.emit("room_updated")
+        elif which == "refresh_token":
+            self._token = msg.refresh_token
+            self.emit("token_refreshed")
+        elif which == "request_response" and local is not None:
+            local._request_response(msg.request_response)
+        elif which == "subscription_response":
+            sid = msg.subscription_response.track_sid
+            owner = next((p for p in self._remote.values() if sid in p.track_publications), None)
+            self.emit("track_subscription_failed", owner, sid,
+                      models.SubscriptionError.Name(msg.subscription_response.err))
+        elif which == "track_subscribed" and local is not None:
+            publication = local._track_publications.get(msg.track_subscribed.track_sid)
+            if publication is not None:
+                if not publication._first_subscription.done():
+                    publication._first_subscription.set_result(None)
+                self.emit("local_track_subscribed", publication.track)
+        elif which == "stream_state_update":
+            for state in msg.stream_state_update.stream_states:
+                participant = self._participant_by_sid(state.participant_sid)
+                pub = participant.track_publications.get(state.track_sid) if participant else None
+                if pub is not None and pub.track is not None:
+                    pub.track._stream_state = (StreamState.STATE_PAUSED if state.state
+                                               else StreamState.STATE_ACTIVE)
+
+    def _participant_by_sid(self, sid: str) -> Participant | None:
+        if self._local is not None and self._local.sid == sid:
+            return self._local
+        return next((p for p in self._remote.values() if p.sid == sid), None)
+
+    def _on_participant_info(self, info: models.ParticipantInfo) -> None:
+        local = self._local
+        if local is not None and info.identity == local.identity:
+            if info.sid == local.sid and (not info.version or info.version >= local._info.version):
+                old = local._info
+                local._update_info(info)
+                self._emit_info_changes(local, old, info)
+            return
+        existing = self._remote.get(info.identity)
+        if existing is not None and existing.sid != info.sid:
+            if not _newer(info, existing._info):
+                return
+            self._remove(existing, DisconnectReason.DUPLICATE_IDENTITY)
+            existing = None
+        if info.state == models.ParticipantInfo.State.DISCONNECTED:
+            if existing is not None:
+                existing._info.disconnect_reason = info.disconnect_reason
+                self._remove(existing, info.disconnect_reason)
+            return
+        if existing is None:
+            participant = RemoteParticipant(info)
+            self._remote[info.identity] = participant
+            self.emit("participant_connected", participant)
+            self._sync_tracks(participant, info)
+            return
+        if info.version and info.version < existing._info.version:
+            return
+        old = existing._info
+        existing._info = info
+        self._emit_info_changes(existing, old, info)
+        if old.state != info.state and info.state == models.ParticipantInfo.State.ACTIVE:
+            self.emit("participant_active", existing)
+        self._sync_tracks(existing, info)
+
+    def _emit_info_changes(self, participant: Participant, old: models.ParticipantInfo,
+                           new: models.ParticipantInfo) -> None:
+        if old.metadata != new.metadata:
+            self.emit("participant_metadata_changed", participant, old.metadata, new.metadata)
+        if old.name != new.name:
+            self.emit("participant_name_changed", participant, old.name, new.name)
+        changed = {k: v for k, v in new.attributes.items() if old.attributes.get(k) != v}
+        changed.update({k: "" for k in old.attributes if k not in new.attributes})
+        if changed:
+            self.emit("participant_attributes_changed", changed, participant)
+        if old.permission != new.permission:
+            self.emit("participant_permissions_changed", participant, new.permission)
+
+    def _sync_tracks(self, participant: RemoteParticipant, info: models.ParticipantInfo) -> None:
+        current = {track.sid: track for track in info.tracks}
+        for sid in [sid for sid in participant.track_publications if sid not in current]:
+            gone = participant._track_publications.pop(sid)
+            self._unsubscribe(gone, participant)
+            self.emit("track_unpublished", gone, participant)
+        for sid, track_info in current.items():
+            publication = participant._track_publications.get(sid)
+            if publication is None:
+                publication = self._publication(track_info, participant.sid)
+                participant._track_publications[sid] = publication
+                self.emit("track_published", publication, participant)
+                pending = self._pending_tracks.pop(sid, None)
+                if pending is not None:
+                    self._subscribe(publication, participant, pending[0])
+                continue
+            was_muted = publication._info.muted
+            publication._info = track_info
+            if track_info.muted != was_muted:
+                if publication.track is not None:
+                    publication.track._muted = track_info.muted
+                self.emit("track_muted" if track_info.muted else "track_unmuted",
+                          participant, publication)
+
+    def _remove(self, participant: RemoteParticipant, reason: int) -> None:
+        self._remote.pop(participant.identity, None)
+        for publication in list(participant.track_publications.values()):
+            self._unsubscribe(publication, participant)
+            self.emit("track_unpublished", publication, participant)
+        participant._track_publications.clear()
+        if self._local is not None:
+            self._local._rpc.participant_left(participant.identity)
+        self._speakers.pop(participant.sid, None)
+        self.emit("participant_disconnected", participant)
+
+    # ---- media -------------------------------------------------------------------
+
+    def _on_remote_track(self, rtc_track: MediaStreamTrack, participant_sid: str,
+                         track_sid: str) -> None:
+        for participant in self._remote.values():
+            publication = participant.track_publications.get(track_sid)
+            if publication is not None:
+                self._subscribe(publication, participant, rtc_track)
+                return
+        self._pending_tracks[track_sid] = (rtc_track, participant_sid)
+
+    def _subscribe(self, publication: RemoteTrackPublication, participant: RemoteParticipant,
+                   rtc_track: MediaStreamTrack) -> None:
+        if publication.track is not None:
+            publication.track._stop()
+        cls = RemoteVideoTrack if publication.kind == TrackKind.KIND_VIDEO else RemoteAudioTrack
+        track: RemoteTrack = cls(publication._info, rtc_track)
+        track._start()
+        publication._track = track
+        publication._subscribed = True
+        self.emit("track_subscribed", track, publication, participant)
+        participant._track_subscribed(publication)
+
+    def _on_track_ended(self, track_sid: str) -> None:
+        self._pending_tracks.pop(track_sid, None)
+        for participant in self._remote.values():
+            publication = participant.track_publications.get(track_sid)
+            if publication is not None:
+                self._unsubscribe(publication, participant)
+
+    def _unsubscribe(self, publication: RemoteTrackPublication,
+                     participant: RemoteParticipant) -> None:
+        track = publication.track
+        if track is None:
+            return
+        track._stop()
+        publication._track = None
+        publication._subscribed = False
+        self.emit("track_unsubscribed", track, publication, participant)
+
+    def _on_speakers(self, speakers: Any) -> None:
+        for speaker in speakers:
+            if speaker.active:
+                self._speakers[speaker.sid] = (speaker.level, True)
+            else:
+                self._speakers.pop(speaker.sid, None)
+        active: list[Participant] = []
+        for sid, (level, _) in sorted(self._speakers.items(), key=lambda kv: -kv[1][0]):
+            participant = self._participant_by_sid(sid)
+            if participant is not None:
+                participant._audio_level, participant._is_speaking = level, True
+                active.append(participant)
+        for participant in [self._local, *self._remote.values()]:
+            if participant is not None and participant.sid not in self._speakers:
+                participant._audio_level, participant._is_speaking = 0.0, False
+        self.emit("active_speakers_changed", active)
+
+    # ---- data --------------------------------------------------------------------
+
+    def _on_data(self, packet: models.DataPacket, reliable: bool) -> None:
+        which = packet.WhichOneof("value")
+        sender = self._remote.get(packet.participant_identity)
+        if which == "user":
+            kind = DataPacketKind.KIND_RELIABLE if reliable else DataPacketKind.KIND_LOSSY
+            self.emit("data_received", DataPacket(bytes(packet.user.payload), kind, sender,
+                                                  packet.user.topic))
+        elif which in ("rpc_request", "rpc_ack", "rpc_response") and self._local is not None:
+            self._local._rpc.on_packet(packet)
+        elif which in ("stream_header", "stream_chunk", "stream_trailer"):
+            self._streams.on_packet(packet)
+        elif which == "sip_dtmf":
+            self.emit("sip_dtmf_received",
+                      SipDTMF(packet.sip_dtmf.code, packet.sip_dtmf.digit, sender))
+        elif which == "transcription":
+            t = packet.transcription
+            segments = [TranscriptionSegment(s.id, s.text, s.start_time, s.end_time, s.language,
+                                             s.final) for s in t.segments]
+            who = self._remote.get(t.transcribed_participant_identity) or (
+                self._local if self._local and self._local.identity ==
+                t.transcribed_participant_identity else None)
+            publication = who.track_publications.get(t.track_id) if who is not None else None
+            self.emit("transcription_received", segments, who, publication)
+
+    # ---- resume ------------------------------------------------------------------
+
+    def _sync_state(self, state: rtc.SyncState) -> None:
+        if self._local is not None:
+            self._local._sync_publications(state)
+        assert self._engine is not None
+        auto = self._engine.options.auto_subscribe
+        state.subscription.subscribe = not auto
+        for participant in self._remote.values():
+            for publication in participant.track_publications.values():
+                if publication._desired != auto:
+                    state.subscription.track_sids.append(publication.sid)
+                    tracks = state.subscription.participant_tracks.add()
+                    tracks.participant_sid = participant.sid
+                    tracks.track_sids.append(publication.sid)
+
+    def __repr__(self) -> str:
+        return (f"Room(sid={self._info.sid}, name={self.name}, "
+                f"connection_state={self._state.name})")
+
+
+__all__ = ["ParticipantState", "Room", "RtcStats"]

@@ -31,10 +31,14 @@ RECEIVE_WINDOW_SLACK = MAX_RECEIVE_SIZE
 class BoundedSctpTransport(RTCSctpTransport):
     """aiortc's SCTP transport with a hard cap on data the peer may leave unassembled."""
 
+    on_overrun: Callable[[], None] | None = None
+
     async def _receive_data_chunk(self, chunk: DataChunk) -> None:
         if self._advertised_rwnd - len(chunk.user_data) < -RECEIVE_WINDOW_SLACK:
             log.warning("SCTP peer overran the receive window; aborting the association")
             await self.stop()
+            if self.on_overrun is not None:
+                self.on_overrun()
             return
         await super()._receive_data_chunk(chunk)
 

@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any, cast
 
-from aiortc import RTCCertificate, RTCDtlsTransport, RTCSctpTransport
+from aiortc import RTCCertificate, RTCDtlsTransport
 from aiortc.rtcdtlstransport import RTCDtlsFingerprint, RTCDtlsParameters
 from aiortc.rtcsctptransport import RTCSctpCapabilities
 
@@ -57,7 +57,7 @@ class PeerTransport:
         self._offerer: bool | None = None
         self._ice: IceLink | None = None
         self._dtls: RTCDtlsTransport | None = None
-        self._sctp: RTCSctpTransport | None = None
+        self._sctp: BoundedSctpTransport | None = None
         self._sctp_started = False
         self._connect_started = False
         self._remote_sctp_port: int | None = None
@@ -264,6 +264,7 @@ class PeerTransport:
         self._dtls = RTCDtlsTransport(cast(Any, self._ice), [self._certificate])
         self._dtls.on("statechange", self._on_dtls_state)
         self._sctp = BoundedSctpTransport(self._dtls, port=SCTP_PORT)
+        self._sctp.on_overrun = lambda: self._set_state("failed")
         self._sctp.on("datachannel", self._channels.adopt)
 
     def _on_dtls_state(self) -> None:

@@ -80,6 +80,7 @@ class Participant:
         self.subscriber: PeerTransport | None = None
         self.last_reliable_seq = 0  # highest reliable DataPacket.sequence received
         self.subscriber_offer_id = 0
+        self.ice_restart_pending = False
         self.signal_rtt_ms = 0
         self.subscription_permission: rtc.SubscriptionPermission | None = None
         self._pending: list[rtc.SignalResponse] = []

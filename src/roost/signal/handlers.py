@@ -96,7 +96,7 @@ class Handlers:
         transport = self.service.publisher_transport(self.p)
         try:
             sdp = await transport.handle_offer(offer.sdp)
-        except SdpError as exc:
+        except (SdpError, ConnectionError) as exc:
             log.info("bad publisher offer: %s", exc, extra=self.session._extra())
             self._full_reconnect_or_close(f"invalid offer: {exc}")
             return
@@ -111,7 +111,7 @@ class Handlers:
             return
         try:
             await self.p.subscriber.handle_answer(request.answer.sdp)
-        except SdpError as exc:
+        except (SdpError, ConnectionError) as exc:
             log.info("bad subscriber answer: %s", exc, extra=self.session._extra())
             self._full_reconnect_or_close(f"invalid answer: {exc}")
             return

@@ -22,6 +22,7 @@ from roost.room.room import JoinError, Reason, Room, leave_response
 from roost.signal.handlers import Handlers
 from roost.signal.negotiation import Negotiator
 from roost.signal.session import SignalSession
+from roost.telemetry import observe_join_stage
 
 log = logging.getLogger("roost.signal")
 
@@ -91,6 +92,7 @@ class SignalService:
             p.request_negotiation = negotiator.request
         session.fill_join(join)
         session.send(rtc.SignalResponse(join=join))
+        observe_join_stage("ws_open_to_join_response", time.time() - p.joined_at_ms / 1000)
         room.mark_joined(p)
         self._send_refresh_token(p)
         self._refresh[p.sid] = asyncio.get_running_loop().create_task(self._refresh_loop(p))
@@ -127,6 +129,7 @@ class SignalService:
         self._send_refresh_token(p)
         negotiator = self._negotiators.get(p.sid)
         if negotiator is not None:
+            p.ice_restart_pending = True
             negotiator.request()
 
     def _transport(self, room: Room, p: Participant, label: str) -> PeerTransport:
@@ -143,7 +146,7 @@ class SignalService:
         def on_state(state: str) -> None:
             if state == "connected" and transport is p.primary:
                 room.mark_active(p)
-            elif state == "failed":
+            elif state == "failed" and p.state != State.DISCONNECTED:
                 log.info("%s transport failed", label, extra={**room.log_extra(),
                                                               **p.log_extra()})
         transport.on_state = on_state
@@ -162,7 +165,8 @@ class SignalService:
         transport = p.subscriber
         if transport is None or p.state == State.DISCONNECTED:
             return
-        sdp = await transport.create_offer()
+        restart, p.ice_restart_pending = p.ice_restart_pending, False
+        sdp = await transport.create_offer(ice_restart=restart)
         p.subscriber_offer_id += 1
         msg = rtc.SignalResponse()
         msg.offer.type = "offer"

@@ -112,6 +112,7 @@ class RtcEngine:
         params = JoinParams(
             auto_subscribe=self.options.auto_subscribe,
             adaptive_stream=self.options.adaptive_stream,
+            client_protocol=self.options.client_protocol,
         )
         first = await self.signal.connect(url, token, params)
         if first.WhichOneof("message") != "join":
@@ -447,6 +448,7 @@ class RtcEngine:
                 adaptive_stream=self.options.adaptive_stream,
                 reconnect=True, sid=join.participant.sid,
                 reconnect_reason=models.ReconnectReason.RR_SIGNAL_DISCONNECTED,
+                client_protocol=self.options.client_protocol,
             )
             try:
                 first = await self.signal.connect(self.url, self.token, params)

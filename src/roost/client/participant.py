@@ -253,7 +253,9 @@ class LocalParticipant(Participant):
 
     def _remote_client_protocol(self, identity: str) -> int | None:
         participant = self._room.remote_participants.get(identity)
-        return None if participant is None else participant.client_protocol
+        if participant is None:
+            return None
+        return min(participant.client_protocol, self._engine.options.client_protocol)
 
     def _server_version(self) -> str:
         join = self._engine.join

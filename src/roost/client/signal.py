@@ -43,6 +43,7 @@ class JoinParams:
     reconnect: bool = False
     sid: str = ""
     reconnect_reason: int = 0
+    client_protocol: int = CLIENT_PROTOCOL
 
 
 def _http_base(url: str) -> tuple[str, str]:
@@ -61,7 +62,7 @@ def build_query(params: JoinParams) -> str:
         "sdk": SDK_NAME,
         "version": SDK_VERSION,
         "protocol": str(PROTOCOL_VERSION),
-        "client_protocol": str(CLIENT_PROTOCOL),
+        "client_protocol": str(params.client_protocol),
         "os": platform.system().lower(),
         "auto_subscribe": "1" if params.auto_subscribe else "0",
         "adaptive_stream": "1" if params.adaptive_stream else "0",

@@ -179,3 +179,5 @@ class RoomOptions:
     connect_timeout: float | None = None
     rtc_config: RtcConfiguration | None = None
     max_reconnect_attempts: int = 10
+    client_protocol: int = 1
+    """1: RPC over data streams when the peer supports it; 0: RPC v1 packets only."""

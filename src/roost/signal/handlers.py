@@ -14,6 +14,8 @@ from roost.room.room import Reason, leave_response
 from roost.room.tracks import TrackRefused
 
 if TYPE_CHECKING:
+    from roost.room.participant import Participant
+    from roost.room.room import Room
     from roost.signal.service import SignalService
     from roost.signal.session import SignalSession
 
@@ -56,11 +58,11 @@ class Handlers:
         }
 
     @property
-    def p(self):  # type: ignore[no-untyped-def]
+    def p(self) -> Participant:
         return self.session.participant
 
     @property
-    def room(self):  # type: ignore[no-untyped-def]
+    def room(self) -> Room:
         return self.session.room
 
     async def dispatch(self, request: rtc.SignalRequest) -> None:

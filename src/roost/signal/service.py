@@ -256,10 +256,7 @@ class SignalService:
         """Refuse new joins, tell everyone to leave, wait for sockets to close."""
         self.rooms.draining = True
         for name in list(self.rooms.rooms):
-            room = self.rooms.rooms.get(name)
-            if room is not None:
-                room.close(Reason.SERVER_SHUTDOWN)
-                self.rooms.delete_room(name, Reason.SERVER_SHUTDOWN)
+            self.rooms.delete_room(name, Reason.SERVER_SHUTDOWN)
         if self.sessions:
             self._all_closed.clear()
             with contextlib.suppress(TimeoutError):

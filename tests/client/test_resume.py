@@ -115,3 +115,31 @@ async def test_signal_cut_resumes_and_data_sent_across_it_arrives_once(server: R
         assert alice.local_participant.sid == sid_before
         assert bob_events.all("participant_disconnected") == []
         assert alice_events.all("disconnected") == []
+
+
+async def test_full_reconnect_rejoins_and_republishes(server: RoostServer) -> None:
+    async with joined(server, "alice", ROOM) as alice, joined(server, "bob", ROOM) as bob:
+        alice_events = Recorder(alice, "reconnecting", "reconnected", "disconnected",
+                                "local_track_republished")
+        bob_events = Recorder(bob, "participant_connected", "participant_disconnected",
+                              "data_received")
+        await wait_until(lambda: "bob" in alice.remote_participants, what="bob")
+        track = rc.LocalAudioTrack.create_audio_track("mic", rc.AudioSource(48_000, 1))
+        publication = await alice.local_participant.publish_track(
+            track, rc.TrackPublishOptions(source=rc.TrackSource.SOURCE_MICROPHONE))
+        old_sid, old_track_sid = alice.local_participant.sid, publication.sid
+
+        await alice.simulate_scenario(rc.SimulateScenarioKind.FULL_RECONNECT)
+        await alice_events.wait("reconnecting", timeout=5)
+        await alice_events.wait("reconnected", timeout=20)
+        assert alice.local_participant.sid != old_sid
+        (republished, previous) = await alice_events.wait("local_track_republished")
+        assert republished is publication and previous == old_track_sid
+        assert alice.local_participant.track_publications == {publication.sid: publication}
+        assert alice_events.all("disconnected") == []
+        assert "bob" in alice.remote_participants
+        await bob_events.wait("participant_connected",
+                              lambda p: p.sid == alice.local_participant.sid, timeout=10)
+        await alice.local_participant.publish_data(b"still here")
+        (packet,) = await bob_events.wait("data_received")
+        assert packet.participant.sid == alice.local_participant.sid

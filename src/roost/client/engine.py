@@ -81,6 +81,7 @@ class RtcEngine:
         self.on_reconnecting: Callable[[], None] = lambda: None
         self.on_reconnected: Callable[[], None] = lambda: None
         self.on_disconnected: Callable[[int], None] = lambda reason: None
+        self.on_restart: Callable[[int], None] | None = None  # full reconnect (new session)
         self.sync_state_extra: Callable[[rtc.SyncState], None] = lambda state: None
         self._pub_channels: dict[str, RTCDataChannel] = {}
         self._sub_channels: dict[str, RTCDataChannel] = {}
@@ -161,7 +162,7 @@ class RtcEngine:
                 self._primary_connected.set()
             if state == "failed" and not self.closed:
                 log.warning("peer connection failed")
-                self._spawn(self._fail(DisconnectReason.MEDIA_FAILURE))
+                self._spawn(self._restart(DisconnectReason.MEDIA_FAILURE))
 
         pc.on("connectionstatechange", on_state)
 
@@ -240,7 +241,21 @@ class RtcEngine:
             self.signal.abort()
             self._on_signal_lost("server asked to resume")
             return
-        await self._fail(leave.reason or DisconnectReason.UNKNOWN_REASON)
+        reason = leave.reason or DisconnectReason.UNKNOWN_REASON
+        if leave.action == rtc.LeaveRequest.Action.RECONNECT:
+            await self._restart(reason)
+            return
+        await self._fail(reason)
+
+    async def _restart(self, reason: int) -> None:
+        """The session cannot continue: hand over to a full reconnect, or end."""
+        if self.on_restart is None:
+            await self._fail(reason)
+            return
+        if self.closed:
+            return
+        await self.close(send_leave=False)
+        self.on_restart(reason)
 
     async def _add_candidate(self, trickle: rtc.TrickleRequest) -> None:
         try:
@@ -439,6 +454,7 @@ class RtcEngine:
         join = self.join
         assert join is not None
         attempts = max(1, self.options.max_reconnect_attempts)
+        restart = False
         for attempt in range(attempts):
             await asyncio.sleep(RESUME_BACKOFF[min(attempt, len(RESUME_BACKOFF) - 1)])
             if self.closed:
@@ -454,12 +470,16 @@ class RtcEngine:
                 first = await self.signal.connect(self.url, self.token, params)
             except ConnectError as exc:
                 log.info("resume attempt %d failed: %s", attempt + 1, exc)
-                if exc.status in (401, 403) or "leave" in exc.message:
+                if exc.status in (401, 403):
+                    break
+                if "leave" in exc.message:
+                    restart = True
                     break
                 continue
             if first.WhichOneof("message") != "reconnect":
                 log.info("resume answered with %s", first.WhichOneof("message"))
                 await self.signal.close()
+                restart = True
                 break
             self.signal.start()
             self._send_sync_state()
@@ -471,7 +491,10 @@ class RtcEngine:
             self.on_reconnected()
             return
         self.reconnecting = False
-        await self._fail(DisconnectReason.SIGNAL_CLOSE)
+        if restart:
+            await self._restart(DisconnectReason.STATE_MISMATCH)
+        else:
+            await self._fail(DisconnectReason.SIGNAL_CLOSE)
 
     def _replay_after(self, last_seq: int) -> None:
         while self._replay and self._replay[0][0] <= last_seq:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import logging
 import mimetypes
 import os
 from collections.abc import Callable
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from .engine import RtcEngine
     from .room import Room
 
+log = logging.getLogger("roost.client.participant")
 UPDATE_TIMEOUT = 5.0
 PUBLISH_TIMEOUT = 10.0
 
@@ -405,8 +407,19 @@ class LocalParticipant(Participant):
                             options: TrackPublishOptions | None = None) -> LocalTrackPublication:
         """Announce the track (AddTrack), wait for TrackPublished, then negotiate its media."""
         options = options or TrackPublishOptions()
-        rtc_track = track.rtc_track
-        cid = rtc_track.id
+        info = await self._announce(track, options)
+        self._attach(track, options, info)
+        publication = LocalTrackPublication(info, track)
+        publication._options = options
+        self._track_publications[info.sid] = publication
+        await self._engine.negotiate_publisher()
+        self._room.emit("local_track_published", publication, track)
+        return publication
+
+    async def _announce(self, track: LocalTrack, options: TrackPublishOptions
+                        ) -> models.TrackInfo:
+        """Send AddTrack (cid = the aiortc track id in the offer's msid); the server's TrackInfo."""
+        cid = track.rtc_track.id
         req = rtc.SignalRequest()
         add = req.add_track
         add.cid = cid
@@ -426,24 +439,40 @@ class LocalParticipant(Participant):
         self._publishing[cid] = fut
         self._engine.send_signal(req)
         try:
-            info = await asyncio.wait_for(fut, PUBLISH_TIMEOUT)
+            return await asyncio.wait_for(fut, PUBLISH_TIMEOUT)
         except TimeoutError:
             raise PublishTrackError("the server did not confirm the track in time") from None
         finally:
             self._publishing.pop(cid, None)
-        codec = None
+
+    def _attach(self, track: LocalTrack, options: TrackPublishOptions,
+                info: models.TrackInfo) -> None:
         if track.kind == TrackKind.KIND_VIDEO:
             codec = "video/H264" if options.video_codec == VideoCodec.H264 else "video/VP8"
         else:
             codec = "audio/opus"
-        track._sender = self._engine.add_track(rtc_track, codec)
+        track._sender = self._engine.add_track(track.rtc_track, codec)
         track._sid = info.sid
         track._on_mute = self._on_local_mute
-        publication = LocalTrackPublication(info, track)
-        self._track_publications[info.sid] = publication
-        await self._engine.negotiate_publisher()
-        self._room.emit("local_track_published", publication, track)
-        return publication
+
+    async def _republish(self) -> None:
+        """After a full reconnect: publish every track again (new sids, same objects)."""
+        for old_sid, publication in list(self._track_publications.items()):
+            track = publication.track
+            if track is None:
+                continue
+            try:
+                info = await self._announce(track, publication._options)
+            except PublishTrackError:
+                log.warning("could not republish %s", old_sid)
+                continue
+            self._attach(track, publication._options, info)
+            self._track_publications.pop(old_sid, None)
+            publication._info = info
+            self._track_publications[info.sid] = publication
+            self._room.emit("local_track_republished", publication, old_sid)
+        if self._track_publications:
+            await self._engine.negotiate_publisher()
 
     def _track_published(self, resp: rtc.TrackPublishedResponse) -> None:
         fut = self._publishing.get(resp.cid)

@@ -41,6 +41,7 @@ from .types import (
 )
 
 log = logging.getLogger("roost.client.room")
+FULL_RECONNECT_ATTEMPTS = 3
 
 EventTypes = Literal[
     "participant_connected", "participant_disconnected", "participant_active",
@@ -52,6 +53,7 @@ EventTypes = Literal[
     "connection_quality_changed", "data_received", "sip_dtmf_received",
     "transcription_received", "connection_state_changed", "connected", "disconnected",
     "reconnecting", "reconnected", "room_updated", "token_refreshed",
+    "local_track_republished",
 ]
 
 
@@ -82,6 +84,8 @@ class Room(EventEmitter[EventTypes]):
         self._pending_tracks: dict[str, tuple[MediaStreamTrack, str]] = {}
         self._speakers: dict[str, tuple[float, bool]] = {}
         self._token = ""
+        self._url = ""
+        self._restart_task: asyncio.Task[None] | None = None
 
     # ---- properties --------------------------------------------------------------
 
@@ -139,18 +143,10 @@ class Room(EventEmitter[EventTypes]):
         if self._engine is not None and not self._engine.closed:
             raise RuntimeError("already connected")
         options = options or RoomOptions()
-        engine = RtcEngine(options)
-        self._engine = engine
+        engine = self._new_engine(options)
+        self._url = url
         self._token = token
         engine.on_join = self._on_join
-        engine.on_message = self._on_message
-        engine.on_data = self._on_data
-        engine.on_track = self._on_remote_track
-        engine.on_track_ended = self._on_track_ended
-        engine.on_reconnecting = self._on_reconnecting
-        engine.on_reconnected = self._on_reconnected
-        engine.on_disconnected = self._cleanup
-        engine.sync_state_extra = self._sync_state
         try:
             await engine.connect(url, token)
         except ConnectError:
@@ -160,6 +156,62 @@ class Room(EventEmitter[EventTypes]):
             raise
         self._set_state(ConnectionState.CONN_CONNECTED)
         self.emit("connected")
+
+    def _new_engine(self, options: RoomOptions) -> RtcEngine:
+        engine = RtcEngine(options)
+        self._engine = engine
+        engine.on_message = self._on_message
+        engine.on_data = self._on_data
+        engine.on_track = self._on_remote_track
+        engine.on_track_ended = self._on_track_ended
+        engine.on_reconnecting = self._on_reconnecting
+        engine.on_reconnected = self._on_reconnected
+        engine.on_disconnected = self._cleanup
+        engine.on_restart = self._on_restart
+        engine.sync_state_extra = self._sync_state
+        return engine
+
+    def _on_restart(self, reason: int) -> None:
+        task = asyncio.get_running_loop().create_task(self._full_reconnect(reason))
+        self._restart_task = task
+
+    async def _full_reconnect(self, reason: int) -> None:
+        """Join again as a new session, keep the objects, republish the local tracks."""
+        old = self._engine
+        assert old is not None
+        if self._state != ConnectionState.CONN_RECONNECTING:
+            self._on_reconnecting()
+        log.info("full reconnect (reason %s)", reason)
+        for participant in self._remote.values():
+            for publication in participant.track_publications.values():
+                self._unsubscribe(publication, participant)
+        self._pending_tracks.clear()
+        for attempt in range(FULL_RECONNECT_ATTEMPTS):
+            engine = self._new_engine(old.options)
+            engine.on_join = self._on_rejoin
+            try:
+                await engine.connect(self._url, self._token)
+                break
+            except ConnectError as exc:
+                log.info("full reconnect attempt %d failed: %s", attempt + 1, exc)
+                await asyncio.sleep(1.0 + attempt)
+        else:
+            self._cleanup(reason)
+            return
+        if self._local is not None:
+            await self._local._republish()
+        self._on_reconnected()
+
+    def _on_rejoin(self, join: rtc.JoinResponse) -> None:
+        assert self._engine is not None and self._local is not None
+        self._info = join.room
+        self._local._engine = self._engine
+        self._local._info = join.participant
+        present = {info.identity for info in join.other_participants}
+        for identity in [i for i in self._remote if i not in present]:
+            self._remove(self._remote[identity], DisconnectReason.UNKNOWN_REASON)
+        for info in join.other_participants:
+            self._on_participant_info(info)
 
     async def disconnect(self, *, reason: int = DisconnectReason.CLIENT_INITIATED) -> None:
         """Leave the room."""
@@ -204,6 +256,10 @@ class Room(EventEmitter[EventTypes]):
         elif scenario == SimulateScenarioKind.SERVER_LEAVE:
             req = rtc.SignalRequest()
             req.simulate.server_leave = True
+            self._engine.send_signal(req)
+        elif scenario == SimulateScenarioKind.FULL_RECONNECT:
+            req = rtc.SignalRequest()
+            req.simulate.leave_request_full_reconnect = True
             self._engine.send_signal(req)
 
     async def get_rtc_stats(self) -> RtcStats:

@@ -273,6 +273,7 @@ class LocalTrackPublication(TrackPublication):
         self._track = track
         self._first_subscription: asyncio.Future[None] = (
             asyncio.get_running_loop().create_future())
+        self._options: Any = None  # the TrackPublishOptions it was published with
 
     @property
     def track(self) -> LocalTrack | None:

@@ -121,6 +121,8 @@ class SimulateScenarioKind(IntEnum):
     """Drop the signal WebSocket without a leave: the client resumes."""
     SERVER_LEAVE = 1
     """Ask the server to send a leave (SimulateScenario.server_leave)."""
+    FULL_RECONNECT = 2
+    """Ask the server for a RECONNECT leave: the client rejoins as a new session."""
 
 
 @dataclass

@@ -80,11 +80,17 @@ async def test_answers_the_rust_sdk_publisher_offer(transport: PeerTransport) ->
     assert audio.direction == "inactive" and audio.codecs[0].name == "opus" and audio.rtcp_mux
     assert "urn:ietf:params:rtp-hdrext:sdes:mid" in {e.uri for e in audio.extmaps}
 
-    # The re-offer after publish_track(audio) adds a sendonly m-line; it is answered too.
+    # The re-offer after publish_track(audio) adds a sendonly m-line: roost receives it,
+    # RED first (so the publisher sends RED), Opus with NACK, no transport-cc.
     again = parse(await within(transport.handle_offer(rust_offer(
         "rust_sdk_publisher_offer_audio.sdp"))))
     assert [m.mid for m in again.media] == [*[m.mid for m in offer.media], "14"]
-    assert again.media[-1].kind == "audio" and again.media[-1].direction == "inactive"
+    published = again.media[-1]
+    assert published.kind == "audio" and published.direction == "recvonly"
+    assert [(c.name, c.payload_type) for c in published.codecs] == [("red", 63), ("opus", 111)]
+    assert published.codecs[1].rtcp_fb == []  # the offer has no nack for opus
+    assert "draft-holmer" not in " ".join(e.uri for e in published.extmaps)
+    assert [up.track_id for up in transport.up_tracks] == ["b2d7e859-55a5-44d9-b81b-d070d7420af0"]
     assert again.media[0].ice_ufrag == audio.ice_ufrag  # same ICE session
 
 

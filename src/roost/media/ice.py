@@ -16,6 +16,7 @@ import logging
 import random
 import socket
 from collections.abc import Callable
+from typing import Any
 
 import aioice
 from aioice import Candidate, Connection
@@ -44,8 +45,24 @@ def expand_addresses(addresses: list[str]) -> list[str]:
     return out
 
 
+class MediaStunProtocol(StunProtocol):
+    """aioice's socket protocol with a fast lane: SRTP/SRTCP datagrams (first byte 128..191)
+    go straight to the connection's `media_handler`, skipping STUN parsing and the receive
+    queue (and with them a coroutine wake-up per packet)."""
+
+    def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
+        if data and 127 < data[0] < 192:  # type: ignore[operator]
+            handler = self.receiver.media_handler  # type: ignore[attr-defined]
+            if handler is not None:
+                handler(data)
+                return
+        super().datagram_received(data, addr)
+
+
 class HostConnection(Connection):
     """An aioice connection that gathers host candidates on given addresses only."""
+
+    media_handler: Callable[[bytes], None] | None = None
 
     def __init__(
         self,
@@ -95,7 +112,7 @@ class HostConnection(Connection):
     ) -> tuple[asyncio.DatagramTransport, StunProtocol]:
         if self._roost_port_range is None:
             return await loop.create_datagram_endpoint(
-                lambda: StunProtocol(self), local_addr=(address, 0)
+                lambda: MediaStunProtocol(self), local_addr=(address, 0)
             )
         lo, hi = self._roost_port_range
         ports = list(range(lo, hi + 1))
@@ -104,7 +121,7 @@ class HostConnection(Connection):
         for port in ports[:PORT_ATTEMPTS]:
             try:
                 return await loop.create_datagram_endpoint(
-                    lambda: StunProtocol(self), local_addr=(address, port)
+                    lambda: MediaStunProtocol(self), local_addr=(address, port)
                 )
             except OSError as exc:
                 last = exc
@@ -159,6 +176,9 @@ class IceLink:
         self._settled = asyncio.Event()  # set once the first connect succeeds or fails
         self._remote_ufrag: str | None = None
         self._remote_count = 0
+        self._media_handler: Callable[[bytes], None] | None = None
+        self._pair: object = None
+        self._target: tuple[Callable[[bytes, tuple[str, int]], None], tuple[str, int]] | None = None
         self.state = "new"
 
     # -- what RTCDtlsTransport uses -------------------------------------------------
@@ -193,13 +213,35 @@ class IceLink:
                 raise
             # During a restart the old path may already be gone: drop, like UDP would.
 
+    # -- media fast path ---------------------------------------------------------------
+    def set_media_handler(self, handler: Callable[[bytes], None] | None) -> None:
+        """Deliver SRTP/SRTCP datagrams to `handler` straight from the socket."""
+        self._media_handler = handler
+        for conn in (self._conn, self._pending):
+            if isinstance(conn, HostConnection):
+                conn.media_handler = handler
+
+    def send_now(self, data: bytes) -> None:
+        """Send a datagram on the nominated pair without a coroutine; dropped if none."""
+        pair = self._conn._nominated.get(1)
+        if pair is not self._pair:
+            self._pair = pair
+            self._target = None
+            if pair is not None and getattr(pair.protocol, "transport", None) is not None:
+                self._target = (pair.protocol.transport.sendto, pair.remote_addr)
+        target = self._target
+        if target is not None:
+            target[0](data, target[1])
+
     # -- local side --------------------------------------------------------------------
     def _new_connection(self) -> Connection:
-        return HostConnection(
+        conn = HostConnection(
             addresses=self._addresses,
             port_range=self._port_range,
             ice_controlling=self._controlling,
         )
+        conn.media_handler = getattr(self, "_media_handler", None)
+        return conn
 
     @property
     def _local(self) -> Connection:

@@ -3,55 +3,64 @@
 from __future__ import annotations
 
 from roost.media import sdp as sdpmod
+from roost.media.codecs import accepted_extmaps, choose_publish_codecs
 from roost.media.datachannel import MAX_RECEIVE_SIZE
 from roost.media.sdp import MediaSection
 
 SCTP_PORT = 5000
 DISCARD = "IN IP4 0.0.0.0"
 
-_EXT = "urn:ietf:params:rtp-hdrext:"
-COMMON_EXTENSIONS = {
-    _EXT + "sdes:mid",
-    _EXT + "sdes:rtp-stream-id",
-    _EXT + "sdes:repaired-rtp-stream-id",
-    "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
-    "http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time",
-    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
-}
-AUDIO_EXTENSIONS = COMMON_EXTENSIONS | {_EXT + "ssrc-audio-level"}
-VIDEO_EXTENSIONS = COMMON_EXTENSIONS | {
-    "https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension",
-    _EXT + "toffset",
-    "urn:3gpp:video-orientation",
-}
+RECEIVING = ("sendonly", "sendrecv")
+
+
+def publishes(offer: MediaSection) -> bool:
+    """Does this offered audio/video section send media to roost?"""
+    return offer.kind in ("audio", "video") and (offer.direction or "sendrecv") in RECEIVING
+
+
+def offered_rids(offer: MediaSection) -> list[str]:
+    """Simulcast rids the section sends, in `a=simulcast` order (paused `~` stripped)."""
+    sends = [r.id for r in offer.rids if r.direction == "send"]
+    if not offer.simulcast or not sends:
+        return []
+    words = offer.simulcast.split()
+    spec = words[words.index("send") + 1] if "send" in words[:-1] else ""
+    order = [alt.split(",")[0].lstrip("~") for alt in spec.split(";") if alt]
+    return [r for r in order if r in sends] or sends
 
 
 def answer_media(offer: MediaSection) -> MediaSection:
-    """Answer an audio/video section. Media is not forwarded yet: accept it as inactive.
+    """Answer an audio/video section: `recvonly` with roost's codecs when it publishes.
 
-    Keeping the section in the bundle (rather than port 0) keeps the client's transceiver
-    alive, so switching to `recvonly` + codec selection later is a local change here.
-    Header extensions the SFU will want are echoed even now: libwebrtc offers later
-    m-lines only with the extensions an earlier answer accepted.
-    The caller adds the transport attributes (ICE, DTLS, candidates).
+    Sections the client does not send on (the SDK's recvonly transceivers) are answered
+    `inactive` but kept in the bundle, so the client's transceivers stay alive.
+    Header extensions are echoed even then: libwebrtc offers later m-lines only with the
+    extensions an earlier answer accepted. The caller adds the transport attributes.
     """
-    offered = {f for f in offer.fmt if f.isdigit()}
-    codecs = [c for c in offer.codecs if str(c.payload_type) in offered and c.name][:1]
-    wanted = AUDIO_EXTENSIONS if offer.kind == "audio" else VIDEO_EXTENSIONS
-    extmaps = [sdpmod.Extmap(e.id, e.uri) for e in offer.extmaps if e.uri in wanted]
-    return MediaSection(
+    codecs = choose_publish_codecs(offer) if publishes(offer) else []
+    receiving = bool(codecs)
+    if not receiving:
+        offered = {f for f in offer.fmt if f.isdigit()}
+        codecs = [sdpmod.Codec(c.payload_type, c.name, c.clock_rate, c.channels, c.fmtp)
+                  for c in offer.codecs if str(c.payload_type) in offered and c.name][:1]
+    section = MediaSection(
         kind=offer.kind,
         port=9,
         proto=offer.proto,
         fmt=[str(c.payload_type) for c in codecs] or offer.fmt[:1],
         connection=DISCARD,
         mid=offer.mid,
-        direction="inactive",
+        direction="recvonly" if receiving else "inactive",
         rtcp_mux=True,
-        extmaps=extmaps,
-        codecs=[sdpmod.Codec(c.payload_type, c.name, c.clock_rate, c.channels, c.fmtp)
-                for c in codecs],
+        rtcp_rsize=offer.rtcp_rsize,
+        extmaps=accepted_extmaps(offer),
+        codecs=codecs,
     )
+    rids = offered_rids(offer) if receiving else []
+    if rids:
+        section.rids = [sdpmod.Rid(r, "recv") for r in rids]
+        section.simulcast = "recv " + ";".join(rids)
+    return section
 
 
 def data_section(mid: str | None, *, legacy: bool = False) -> MediaSection:

@@ -5,8 +5,14 @@ Built from aiortc's ORTC pieces (`RTCDtlsTransport`, `RTCSctpTransport`,
 `RTCPeerConnection`, which decodes media. Raw RTP hooks for the SFU live on the DTLS
 transport: incoming SRTP is unprotected in `RTCDtlsTransport._recv_next` and handed to
 `_handle_rtp_data(data, arrival_time_ms)` / `_handle_rtcp_data(data)`; outgoing RTP/RTCP
-goes through `_send_rtp(data)` (protects and sends). Media forwarding is not built yet:
-audio/video m-lines are answered `inactive` (see `sections.answer_media`).
+goes through `_send_rtp(data)` (protects and sends). roost does not use those hooks on the
+hot path: once DTLS is up, SRTP datagrams go from the socket straight to the transport's
+`RtpSession` (`ice.IceLink.set_media_handler`), which has its own libsrtp sessions.
+
+Media: a publisher's sendonly/sendrecv sections are answered `recvonly` and become
+`MediaUpTrack`s (announced through `on_track`, ended through `on_track_ended`); on a
+subscriber connection `add_track` queues a `SubscriberDownTrack` whose sendonly section
+the next `create_offer` carries (see `media.tracks`).
 """
 
 from __future__ import annotations
@@ -25,8 +31,12 @@ from aiortc.rtcsctptransport import RTCSctpCapabilities
 from roost.media import sdp as sdpmod
 from roost.media.datachannel import LOSSY, RELIABLE, BoundedSctpTransport, DataChannels
 from roost.media.ice import IceLink, expand_addresses, parse_candidate
+from roost.media.rtpsession import RtpSession
 from roost.media.sdp import Fingerprint, MediaSection, SdpError, SessionDescription
 from roost.media.sections import SCTP_PORT, answer_media, data_section, reject
+from roost.media.srtp import SrtpContext, SrtpError
+from roost.media.tracks import TrackBook
+from roost.room.types import DownTrack, MediaInfo, UpTrack
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +57,8 @@ class PeerTransport:
         self.label = label
         self.on_data: Callable[[str, bytes], None] | None = None
         self.on_state: Callable[[str], None] | None = None
+        self.on_track: Callable[[MediaInfo, UpTrack], None] | None = None
+        self.on_track_ended: Callable[[str], None] | None = None
         self._addresses = expand_addresses(addresses)
         if not self._addresses:
             raise ValueError("PeerTransport needs at least one address")
@@ -73,6 +85,13 @@ class PeerTransport:
         self._version = 0
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.rtp = RtpSession(label)
+        self._tracks = TrackBook(self.rtp, self._prefix)
+
+    @property
+    def up_tracks(self) -> list[Any]:
+        """The publisher's media sections being received (MediaUpTrack)."""
+        return list(self.rtp.ups.values())
 
     # -- public state -----------------------------------------------------------------
     @property
@@ -137,8 +156,10 @@ class PeerTransport:
             answer = self._build_answer(offer)
             self._remote_mids = [m.mid for m in offer.media]
             self._local_sections = answer.media
+            ended, started = self._tracks.apply_offer(offer, answer)
             await self._apply_remote(offer, ufrag, pwd)
-            return str(answer)
+        self._announce(ended, started)
+        return str(answer)
 
     async def create_offer(self, *, ice_restart: bool = False) -> str:
         """Offer (subscriber PC): first offer carries the data section and server channels."""
@@ -157,6 +178,7 @@ class PeerTransport:
             elif ice_restart:
                 assert self._ice is not None
                 await self._ice.restart()
+            self._tracks.offer_sections(self._local_sections)
             attrs = self._transport_attrs(setup="actpass")
             for section in self._local_sections:
                 if section.port != 0:
@@ -189,6 +211,7 @@ class PeerTransport:
                 raise SdpError("DTLS fingerprint changed during the session")
             self._awaiting_answer = False
             self._remote_mids = mids
+            self._tracks.apply_answer(answer)
             await self._apply_remote(answer, ufrag, pwd)
 
     async def add_remote_candidate(self, init: dict[str, Any]) -> None:
@@ -221,6 +244,31 @@ class PeerTransport:
         if self._state in ("closed", "failed"):
             return False
         return self._channels.send(label, payload)
+
+    # -- media (room.types.Transport) -------------------------------------------------------
+    def add_track(self, up: UpTrack, *, track_sid: str, stream_id: str) -> DownTrack:
+        """Subscriber side: forward `up` on a new sendonly section (in the next offer)."""
+        if self._offerer is False:
+            raise RuntimeError("tracks are forwarded on the subscriber (offering) transport")
+        return self._tracks.add_down(up, track_sid=track_sid, stream_id=stream_id)
+
+    def remove_track(self, down: DownTrack) -> None:
+        """Subscriber side: stop forwarding; the section goes inactive in the next offer."""
+        self._tracks.remove_down(down)
+
+    def _announce(self, ended: list[str], started: list[tuple[MediaInfo, Any]]) -> None:
+        for mid in ended:
+            if self.on_track_ended is not None:
+                try:
+                    self.on_track_ended(mid)
+                except Exception:
+                    log.exception("%son_track_ended handler failed", self._prefix)
+        for media, up in started:
+            if self.on_track is not None:
+                try:
+                    self.on_track(media, up)
+                except Exception:
+                    log.exception("%son_track handler failed", self._prefix)
 
     # -- internals ------------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -263,6 +311,19 @@ class PeerTransport:
         await self._ice.gather()
         self._dtls = RTCDtlsTransport(cast(Any, self._ice), [self._certificate])
         self._dtls.on("statechange", self._on_dtls_state)
+        # Packets that reach aiortc's own SRTP path (only those queued before the fast
+        # path is installed) are handed to the RtpSession as well.
+        rtp = self.rtp
+
+        async def slow_rtp(data: bytes, arrival_time_ms: int = 0) -> None:
+            rtp.on_rtp(data)
+
+        async def slow_rtcp(data: bytes) -> None:
+            rtp.on_rtcp(data)
+
+        dtls = cast(Any, self._dtls)
+        dtls._handle_rtp_data = slow_rtp
+        dtls._handle_rtcp_data = slow_rtcp
         self._sctp = BoundedSctpTransport(self._dtls, port=SCTP_PORT)
         self._sctp.on_overrun = lambda: self._set_state("failed")
         self._sctp.on("datachannel", self._channels.adopt)
@@ -394,6 +455,13 @@ class PeerTransport:
         if self._dtls.state != "connected":
             self._set_state("failed")
             return
+        try:
+            self.rtp.start(SrtpContext.from_dtls(cast(Any, self._dtls)), self._ice.send_now)
+        except SrtpError as exc:
+            log.info("%sno usable SRTP profile: %s", self._prefix, exc)
+            self._set_state("failed")
+            return
+        self._ice.set_media_handler(self.rtp.on_datagram)
         self._set_state("connected")
         await self._start_sctp()
 
@@ -413,6 +481,9 @@ class PeerTransport:
             return
         self._set_state("closed")
         self._channels.close()
+        if self._ice is not None:
+            self._ice.set_media_handler(None)
+        self.rtp.stop()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):

@@ -1,0 +1,230 @@
+"""SubscriberDownTrack: one subscription's sendonly section and its forwarding state.
+
+Created by `PeerTransport.add_track`; its m-line is built by the next `create_offer`
+(`offer_section`), and forwarding starts once the subscriber's answer says which codecs and
+header extensions it accepted (`bind`). The packet munging itself is `forward.DownTrack`.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING
+
+from roost.media.codecs import (
+    FORWARDED_EXTENSIONS,
+    SUBSCRIBE_EXTENSIONS,
+    PayloadTypes,
+    subscribe_codecs,
+)
+from roost.media.forward import CODEC_OPUS, CODEC_RED, DownTrack, codec_of
+from roost.media.rtp import EXT_ABS_SEND_TIME, EXT_MID
+from roost.media.sdp import Extmap, MediaSection
+from roost.media.sections import DISCARD
+
+if TYPE_CHECKING:
+    from roost.media.rtpsession import RtpSession
+    from roost.media.uptrack import MediaUpTrack
+
+log = logging.getLogger(__name__)
+
+PROTO = "UDP/TLS/RTP/SAVPF"
+
+
+def random_ssrc(taken: set[int]) -> int:
+    while True:
+        ssrc = secrets.randbits(32)
+        if ssrc and ssrc not in taken:
+            return ssrc
+
+
+class SubscriberDownTrack:
+    """A published track forwarded on one subscriber connection (`room.types.DownTrack`)."""
+
+    def __init__(
+        self,
+        session: RtpSession,
+        up: MediaUpTrack,
+        *,
+        track_sid: str,
+        stream_id: str,
+        ssrc: int,
+        rtx_ssrc: int,
+        cname: str,
+    ) -> None:
+        self.session = session
+        self.up = up
+        self.kind = up.kind
+        self.track_sid = track_sid
+        self.stream_id = stream_id
+        self.ssrc = ssrc
+        self.rtx_ssrc = rtx_ssrc
+        self.cname = cname
+        self.section: MediaSection | None = None
+        self.engine: DownTrack | None = None
+        self.send = session.send_rtp
+        self.enabled = True
+        self.removed = False
+        self.rejected = False
+        self.max_quality = 2
+        self.nacks_in = 0
+        self.plis_in = 0
+        self.retransmitted = 0
+
+    # -- room.types.DownTrack ----------------------------------------------------------
+    @property
+    def mid(self) -> str:
+        return self.section.mid or "" if self.section is not None else ""
+
+    @property
+    def forwarding(self) -> bool:
+        return self.enabled and not self.removed and not self.rejected
+
+    def set_enabled(self, enabled: bool) -> None:
+        if enabled == self.enabled:
+            return
+        self.enabled = enabled
+        if self.engine is not None:
+            self.engine.set_muted(not enabled)
+        self.up.refresh()
+        if enabled:
+            self.up.request_keyframe(self.target_layer())
+
+    def set_max_quality(self, spatial: int) -> None:
+        self.max_quality = max(0, min(2, spatial))
+        self.select_layer(time.monotonic())
+
+    # -- simulcast ---------------------------------------------------------------------
+    def target_layer(self) -> int | None:
+        return self.engine.target_layer if self.engine is not None else None
+
+    def select_layer(self, now: float) -> None:
+        """Forward the best layer at or below `max_quality` that is currently arriving."""
+        engine = self.engine
+        if engine is None or len(self.up.layers) < 2:
+            return
+        available = self.up.available_layers(now)
+        if not available:
+            return
+        fitting = [la for la in available if la <= self.max_quality]
+        target = fitting[-1] if fitting else available[0]
+        if target != engine.target_layer:
+            engine.set_target(target)
+            self.up.request_keyframe(target)
+
+    # -- negotiation -------------------------------------------------------------------
+    def offer_section(self, mid: str, table: PayloadTypes) -> MediaSection:
+        """The sendonly m-line carrying this track (first offered in the next offer)."""
+        codecs = subscribe_codecs(self.kind, self.up.codecs, table)
+        extmaps = [Extmap(i, uri) for uri, i in SUBSCRIBE_EXTENSIONS[self.kind]]
+        msid = f"{self.stream_id} {self.track_sid}"
+        ssrcs: list[tuple[int, str, str | None]] = []
+        groups: list[tuple[str, list[int]]] = []
+        if self.kind == "video" and self.rtx_ssrc:
+            groups.append(("FID", [self.ssrc, self.rtx_ssrc]))
+            sources = [self.ssrc, self.rtx_ssrc]
+        else:
+            sources = [self.ssrc]
+        for s in sources:
+            ssrcs += [(s, "cname", self.cname), (s, "msid", msid)]
+        self.section = MediaSection(
+            kind=self.kind,
+            port=9,
+            proto=PROTO,
+            fmt=[str(c.payload_type) for c in codecs],
+            connection=DISCARD,
+            mid=mid,
+            direction="sendonly",
+            rtcp_mux=True,
+            rtcp_rsize=True,
+            msid=[(self.stream_id, self.track_sid)],
+            codecs=codecs,
+            extmaps=extmaps,
+            ssrcs=ssrcs,
+            ssrc_groups=groups,
+        )
+        return self.section
+
+    def deactivate(self) -> None:
+        """The track was removed: its section goes inactive in the next offer."""
+        s = self.section
+        if s is not None:
+            s.direction = "inactive"
+            s.msid = []
+            s.ssrcs = []
+            s.ssrc_groups = []
+
+    def bind(self, answer: MediaSection) -> None:
+        """Apply the subscriber's answer for this section: start forwarding what it accepted."""
+        if self.engine is not None or self.section is None or self.removed:
+            return
+        if answer.port == 0 or answer.direction in ("sendonly", "inactive"):
+            self.rejected = True
+            log.info("subscriber refused the section for %s (mid %s)", self.track_sid, self.mid)
+            return
+        accepted = {int(f) for f in answer.fmt if f.isdigit()}
+        offered = [c for c in self.section.codecs if c.payload_type in accepted]
+        by_name = {c.name.lower(): c for c in offered}
+        strip_red = False
+        if self.kind == "audio":
+            main = by_name.get("red") if self.up.red else None
+            if main is None:
+                main = by_name.get("opus")
+                strip_red = self.up.red
+            codec = CODEC_RED if main is not None and main.name.lower() == "red" else CODEC_OPUS
+        else:
+            main = next((c for c in offered if c.name.lower() != "rtx"), None)
+            codec = codec_of(self.up.mime_type)
+        if main is None:
+            self.rejected = True
+            log.info("subscriber accepted no forwardable codec for %s", self.track_sid)
+            return
+        rtx = by_name.get("rtx") if self.kind == "video" else None
+        ext = {e.uri: e.id for e in answer.extmaps}
+        mapping = {self.up.extensions[uri]: ext[uri] for uri in FORWARDED_EXTENSIONS
+                   if uri in self.up.extensions and uri in ext}
+        rewriter = self.up.rewriter(mapping, ext.get(EXT_ABS_SEND_TIME, 0))
+        self.engine = DownTrack(
+            self.ssrc,
+            main.payload_type,
+            self.up.clock_rate,
+            codec,
+            video=self.kind == "video",
+            rewriter=rewriter,
+            mid=self.mid,
+            mid_ext_id=ext.get(EXT_MID, 0),
+            rtx_ssrc=self.rtx_ssrc if rtx is not None else 0,
+            rtx_payload_type=rtx.payload_type if rtx is not None else -1,
+            strip_red=strip_red,
+            clocks=self.up.clocks,
+            cname=self.cname,
+        )
+        if not self.enabled:
+            self.engine.set_muted(True)
+        self.up.attach(self)
+        self.select_layer(time.monotonic())
+
+    def close(self) -> None:
+        """Stop forwarding for good (the subscription ended)."""
+        self.removed = True
+        self.up.detach(self)
+
+    # -- RTCP from the subscriber ------------------------------------------------------
+    def on_nack(self, lost: list[int], now: float) -> None:
+        self.nacks_in += 1
+        engine = self.engine
+        if engine is None or not self.forwarding:
+            return
+        for pkt in engine.on_nack(lost, now):
+            self.send(pkt)
+            self.retransmitted += 1
+
+    def on_pli(self) -> None:
+        self.plis_in += 1
+        engine = self.engine
+        if engine is None or not self.forwarding:
+            return
+        layer = engine.on_pli()
+        if layer is not None:
+            self.up.request_keyframe(layer)

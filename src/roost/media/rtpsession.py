@@ -1,0 +1,388 @@
+"""RtpSession: the RTP/RTCP side of one peer connection, owned by the SFU.
+
+Datagrams arrive straight from the UDP socket (`ice.IceLink.set_media_handler`), are
+SRTP-unprotected once with roost's own libsrtp sessions and demultiplexed by SSRC to the
+publisher's up-track layers (SSRCs from `a=ssrc` lines, else learnt from the mid / rid /
+repaired-rid header extensions on first sight). RTCP from subscribers (NACK, PLI/FIR,
+receiver reports, REMB) goes to down-tracks; publisher sender reports to up-track layers.
+`MediaClock` drives the periodic RTCP of every session on the loop from one task: upstream
+NACKs (20 ms), receiver reports + REMB to publishers (1 s), sender reports to subscribers (3 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import struct
+import time
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+from roost.media.rtcp import (
+    RtcpFir,
+    RtcpNack,
+    RtcpPli,
+    RtcpReceiverReport,
+    RtcpRemb,
+    RtcpReportBlock,
+    RtcpSenderReport,
+    parse_compound,
+)
+from roost.media.rtp import EXT_MID, EXT_REPAIRED_RID, EXT_RID, parse_header, read_sdes_extension
+from roost.media.srtp import SrtpContext, SrtpError
+from roost.media.uptrack import RtxRoute, UpLayer
+
+if TYPE_CHECKING:
+    from roost.media.downtrack import SubscriberDownTrack
+    from roost.media.uptrack import MediaUpTrack
+
+log = logging.getLogger(__name__)
+
+TICK = 0.02  # seconds between MediaClock ticks
+REPORT_TICKS = 50  # receiver reports + REMB every 1 s
+SENDER_REPORT_TICKS = 150  # sender reports every 3 s
+# REMB sent to publishers: roost does no receive-side bandwidth estimation, so it states a
+# fixed, generous ceiling and lets the publisher's loss-based controller do the rest.
+REMB_BITRATE = 10_000_000
+MAX_ROUTES = 64  # SSRCs learnt per connection
+_SSRC = struct.Struct("!I")
+
+
+class Route(Protocol):
+    def on_rtp(self, plain: bytes) -> None: ...
+    def on_sender_report(self, sr: RtcpSenderReport, now: float) -> None: ...
+
+
+class _Drop:
+    """Route for an SSRC that maps to nothing: ignore its packets cheaply."""
+
+    def on_rtp(self, plain: bytes) -> None:
+        return None
+
+    def on_sender_report(self, sr: RtcpSenderReport, now: float) -> None:
+        return None
+
+
+DROP = _Drop()
+
+
+class RtpSession:
+    """SRTP, demultiplexing and RTCP for one bundled transport (publisher or subscriber)."""
+
+    def __init__(self, label: str = "") -> None:
+        self.label = label
+        self.ssrc = secrets.randbits(32) or 1  # sender SSRC of roost's own RTCP
+        self.ups: dict[str, MediaUpTrack] = {}  # by mid
+        self.downs: dict[int, SubscriberDownTrack] = {}  # by SSRC (media and RTX)
+        self.routes: dict[int, Route] = {}
+        self.extensions: dict[str, int] = {}  # publisher's header-extension ids (bundle-wide)
+        self._unprotect: Callable[[bytes], bytes] | None = None
+        self._unprotect_rtcp: Callable[[bytes], bytes] | None = None
+        self._protect: Callable[[bytes | bytearray], bytes] | None = None
+        self._protect_rtcp: Callable[[bytes], bytes] | None = None
+        self._sendto: Callable[[bytes], None] | None = None
+        self._phase = secrets.randbelow(SENDER_REPORT_TICKS)
+        self.remb_bps = 0  # what the subscriber last estimated for us
+        # counters
+        self.rtp_in = 0
+        self.rtcp_in = 0
+        self.srtp_errors = 0
+        self.rtcp_errors = 0
+        self.unroutable = 0
+        self.rtp_out = 0
+        self.rtcp_out = 0
+        self.send_errors = 0
+        self.errors = 0
+
+    # -- lifecycle ---------------------------------------------------------------------
+    @property
+    def started(self) -> bool:
+        return self._protect is not None
+
+    def start(self, srtp: SrtpContext, sendto: Callable[[bytes], None]) -> None:
+        """DTLS is up: keys are known and datagrams can go out."""
+        self._unprotect = srtp.rx.unprotect
+        self._unprotect_rtcp = srtp.rx.unprotect_rtcp
+        self._protect = srtp.tx.protect
+        self._protect_rtcp = srtp.tx.protect_rtcp
+        self._sendto = sendto
+        MediaClock.get().add(self)
+
+    def summary(self) -> str:
+        """Counters, for a log line when the connection ends."""
+        ups = ", ".join(f"{u.mid}:{u.mime_type} in={u.packets_in} rtx={u.rtx_in} "
+                        f"nack={u.nacks_sent} pli={u.plis_sent}" for u in self.ups.values())
+        downs = ", ".join(f"{d.track_sid}@{d.mid} out={d.engine.packets_sent if d.engine else 0}"
+                          f" nack={d.nacks_in} rtx={d.retransmitted} pli={d.plis_in}"
+                          for s, d in self.downs.items() if s == d.ssrc)
+        return (f"rtp in={self.rtp_in} out={self.rtp_out} rtcp in={self.rtcp_in} "
+                f"out={self.rtcp_out} srtp_err={self.srtp_errors} unroutable={self.unroutable}"
+                f" send_err={self.send_errors} errors={self.errors}"
+                f"{'; up ' + ups if ups else ''}{'; down ' + downs if downs else ''}")
+
+    def stop(self) -> None:
+        if self._protect is not None:
+            log.debug("%s: %s", self.label, self.summary())
+        self._protect = self._protect_rtcp = None
+        self._unprotect = self._unprotect_rtcp = None
+        self._sendto = None
+        MediaClock.get().remove(self)
+        for up in list(self.ups.values()):
+            up.close()
+        for down in list(self.downs.values()):
+            down.close()
+
+    # -- publisher tracks --------------------------------------------------------------
+    def add_up(self, up: MediaUpTrack, ssrcs: list[int], rtx: dict[int, int]) -> None:
+        """Register a publisher section, with the SSRCs its offer announced (media → RTX)."""
+        self.ups[up.mid] = up
+        self._forget_drops()
+        if ssrcs and len(up.layers) == 1:
+            layer = up.layers[0]
+            self._route(ssrcs[0], layer)
+            rtx_ssrc = rtx.get(ssrcs[0])
+            if rtx_ssrc:
+                self._route(rtx_ssrc, RtxRoute(layer))
+
+    def remove_up(self, mid: str) -> MediaUpTrack | None:
+        up = self.ups.pop(mid, None)
+        if up is not None:
+            up.close()
+            for ssrc, route in list(self.routes.items()):
+                if getattr(route, "layer", route) in up.layers:
+                    del self.routes[ssrc]
+        return up
+
+    def _route(self, ssrc: int, route: UpLayer | RtxRoute) -> None:
+        if isinstance(route, UpLayer):
+            if route.ssrc and route.ssrc != ssrc:
+                self.routes.pop(route.ssrc, None)
+            route.ssrc = ssrc
+        else:
+            route.layer.rtx_ssrc = ssrc
+        self.routes[ssrc] = route
+
+    def _forget_drops(self) -> None:
+        for ssrc in [s for s, r in self.routes.items() if r is DROP]:
+            del self.routes[ssrc]
+
+    # -- subscriber tracks -------------------------------------------------------------
+    def add_down(self, down: SubscriberDownTrack) -> None:
+        self.downs[down.ssrc] = down
+        if down.rtx_ssrc:
+            self.downs[down.rtx_ssrc] = down
+
+    def remove_down(self, down: SubscriberDownTrack) -> None:
+        for ssrc in (down.ssrc, down.rtx_ssrc):
+            if self.downs.get(ssrc) is down:
+                del self.downs[ssrc]
+
+    def taken_ssrcs(self) -> set[int]:
+        return set(self.downs) | {self.ssrc}
+
+    # -- receive -----------------------------------------------------------------------
+    def on_datagram(self, data: bytes) -> None:
+        """An SRTP or SRTCP datagram from the socket (first byte 128..191)."""
+        try:
+            if 191 < data[1] < 224:
+                unprotect_rtcp = self._unprotect_rtcp
+                if unprotect_rtcp is not None:
+                    self.on_rtcp(unprotect_rtcp(data))
+                return
+            unprotect = self._unprotect
+            if unprotect is None:
+                return
+            self.on_rtp(unprotect(data))
+        except SrtpError:
+            self.srtp_errors += 1
+        except Exception:
+            self.errors += 1
+            if self.errors & (self.errors - 1) == 0:  # 1st, 2nd, 4th, 8th... time
+                log.exception("%s: media packet handling failed (%d times)", self.label,
+                              self.errors)
+
+    def on_rtp(self, plain: bytes) -> None:
+        """A decrypted RTP packet: hand it to its up-track layer."""
+        if len(plain) < 12:
+            return
+        self.rtp_in += 1
+        route = self.routes.get(_SSRC.unpack_from(plain, 8)[0])
+        if route is None:
+            route = self._learn(plain)
+        route.on_rtp(plain)
+
+    def _learn(self, plain: bytes) -> Route:
+        """First packet of an unknown SSRC: find its section and layer from the extensions."""
+        try:
+            h = parse_header(plain)
+        except ValueError:
+            return DROP
+        ssrc = h.ssrc
+        ext = self.extensions
+        mid = read_sdes_extension(plain, h, ext.get(EXT_MID, 0))
+        up = self.ups.get(mid) if mid else None
+        if up is None and not mid:
+            candidates = [u for u in self.ups.values()
+                          if h.payload_type in (u.payload_type, u.rtx_payload_type)]
+            up = candidates[0] if len(candidates) == 1 else None
+        route: Route = DROP
+        if up is not None and not up.closed:
+            rrid = read_sdes_extension(plain, h, ext.get(EXT_REPAIRED_RID, 0))
+            if rrid or h.payload_type == up.rtx_payload_type:
+                layer = up.layer_for_rid(rrid)
+                if layer is not None:
+                    route = RtxRoute(layer)
+            else:
+                rid = read_sdes_extension(plain, h, ext.get(EXT_RID, 0))
+                layer = up.layer_for_rid(rid)
+                if layer is not None:
+                    route = layer
+        if route is DROP:
+            self.unroutable += 1
+        if len(self.routes) < MAX_ROUTES:
+            if isinstance(route, (UpLayer, RtxRoute)):
+                self._route(ssrc, route)
+            else:
+                self.routes[ssrc] = route
+        return route
+
+    def on_rtcp(self, plain: bytes) -> None:
+        """A decrypted RTCP compound packet."""
+        self.rtcp_in += 1
+        try:
+            packets = parse_compound(plain)
+        except ValueError:
+            self.rtcp_errors += 1
+            return
+        now = time.monotonic()
+        downs = self.downs
+        pli: list[SubscriberDownTrack] = []
+        for p in packets:
+            if isinstance(p, RtcpSenderReport):
+                route = self.routes.get(p.ssrc)
+                if route is not None:
+                    route.on_sender_report(p, now)
+                self._report_blocks(p.reports, now)
+            elif isinstance(p, RtcpReceiverReport):
+                self._report_blocks(p.reports, now)
+            elif isinstance(p, RtcpNack):
+                down = downs.get(p.media_ssrc)
+                if down is not None:
+                    down.on_nack(p.lost, now)
+            elif isinstance(p, RtcpPli):
+                down = downs.get(p.media_ssrc)
+                if down is not None and down not in pli:
+                    pli.append(down)
+            elif isinstance(p, RtcpFir):
+                for ssrc, _ in p.entries:
+                    down = downs.get(ssrc)
+                    if down is not None and down not in pli:
+                        pli.append(down)
+            elif isinstance(p, RtcpRemb):
+                self.remb_bps = p.bitrate
+        for down in pli:  # once per compound, as LiveKit does
+            down.on_pli()
+
+    def _report_blocks(self, blocks: list[RtcpReportBlock], now: float) -> None:
+        for block in blocks:
+            down = self.downs.get(block.ssrc)
+            if down is not None and down.engine is not None and block.ssrc == down.ssrc:
+                down.engine.on_receiver_report(block, now)
+
+    # -- send --------------------------------------------------------------------------
+    def send_rtp(self, pkt: bytes | bytearray) -> None:
+        protect = self._protect
+        if protect is None:
+            return
+        try:
+            self._sendto(protect(pkt))  # type: ignore[misc]
+            self.rtp_out += 1
+        except (SrtpError, OSError, RuntimeError):
+            self.send_errors += 1
+
+    def send_rtcp(self, pkt: bytes) -> None:
+        protect = self._protect_rtcp
+        if protect is None:
+            return
+        try:
+            self._sendto(protect(pkt))  # type: ignore[misc]
+            self.rtcp_out += 1
+        except (SrtpError, OSError, RuntimeError):
+            self.send_errors += 1
+
+    # -- periodic ----------------------------------------------------------------------
+    def tick(self, now: float, n: int) -> None:
+        for up in self.ups.values():
+            up.tick(now)
+        if n % REPORT_TICKS == 0 and self.ups:
+            self._publisher_reports(now)
+        if (n + self._phase) % SENDER_REPORT_TICKS == 0 and self.downs:
+            self._sender_reports(now)
+        if n % REPORT_TICKS == 0:
+            seen: set[int] = set()
+            for down in self.downs.values():
+                if down.ssrc not in seen:
+                    seen.add(down.ssrc)
+                    down.select_layer(now)
+
+    def _publisher_reports(self, now: float) -> None:
+        blocks: list[RtcpReportBlock] = []
+        ssrcs: list[int] = []
+        for up in self.ups.values():
+            blocks += up.report_blocks(now)
+            ssrcs += up.media_ssrcs()
+        if not ssrcs:
+            return
+        parts = [bytes(RtcpReceiverReport(self.ssrc, blocks[i : i + 31]))
+                 for i in range(0, max(1, len(blocks)), 31)]
+        parts.append(bytes(RtcpRemb(self.ssrc, REMB_BITRATE, ssrcs[:255])))
+        self.send_rtcp(b"".join(parts))
+
+    def _sender_reports(self, now: float) -> None:
+        for ssrc, down in self.downs.items():
+            if ssrc != down.ssrc or down.engine is None or not down.forwarding:
+                continue
+            report = down.engine.sender_report(now)
+            if report is not None:
+                self.send_rtcp(report)
+
+
+class MediaClock:
+    """One task per event loop ticking every registered RtpSession every 20 ms."""
+
+    _clocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MediaClock] = (
+        weakref.WeakKeyDictionary())
+
+    def __init__(self) -> None:
+        self.sessions: dict[RtpSession, None] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def get(cls) -> MediaClock:
+        loop = asyncio.get_running_loop()
+        clock = cls._clocks.get(loop)
+        if clock is None:
+            clock = cls._clocks[loop] = cls()
+        return clock
+
+    def add(self, session: RtpSession) -> None:
+        self.sessions[session] = None
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def remove(self, session: RtpSession) -> None:
+        self.sessions.pop(session, None)
+
+    async def _run(self) -> None:
+        n = 0
+        while self.sessions:
+            await asyncio.sleep(TICK)
+            n += 1
+            now = time.monotonic()
+            for session in list(self.sessions):
+                try:
+                    session.tick(now, n)
+                except Exception:
+                    log.exception("%s: periodic RTCP failed", session.label)

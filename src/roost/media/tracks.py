@@ -1,0 +1,153 @@
+"""TrackBook: the media sections of one PeerTransport and the tracks behind them.
+
+Publisher side (`apply_offer`): every section the client sends on becomes a
+`MediaUpTrack` (registered with the `RtpSession` for demultiplexing); a re-offer that stops
+sending on a section, or sends a different track on it, ends it. Subscriber side:
+`add_down` queues a `SubscriberDownTrack`, `offer_sections` gives it a sendonly m-line in
+the next offer, `apply_answer` binds it to what the subscriber accepted.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from roost.media.codecs import PayloadTypes
+from roost.media.downtrack import SubscriberDownTrack, random_ssrc
+from roost.media.rtpsession import RtpSession
+from roost.media.sdp import MediaSection, SessionDescription
+from roost.media.uptrack import MediaUpTrack
+from roost.room.types import DownTrack, MediaInfo, UpTrack
+
+log = logging.getLogger(__name__)
+
+
+def section_msid(m: MediaSection) -> tuple[str, str]:
+    """(stream id, track id) of an offered section: `a=msid`, else `a=ssrc ... msid:`."""
+    if m.msid:
+        return m.msid[0]
+    for _, name, value in m.ssrcs:
+        if name == "msid" and value:
+            stream, _, track = value.partition(" ")
+            return stream, track.strip()
+    return "", ""
+
+
+def section_ssrcs(m: MediaSection) -> tuple[list[int], dict[int, int]]:
+    """Media SSRCs announced by a section (in order) and their RTX SSRCs (FID groups)."""
+    rtx = {group[0]: group[1] for sem, group in m.ssrc_groups if sem == "FID" and len(group) == 2}
+    repair = set(rtx.values())
+    media: list[int] = []
+    for ssrc, _, _ in m.ssrcs:
+        if ssrc not in repair and ssrc not in media:
+            media.append(ssrc)
+    return media, rtx
+
+
+class TrackBook:
+    """Up-tracks a client publishes and down-tracks forwarded to it, on one transport."""
+
+    def __init__(self, rtp: RtpSession, prefix: str = "") -> None:
+        self.rtp = rtp
+        self.prefix = prefix
+        self.cname = "roost-" + secrets.token_hex(6)
+        self.payload_types = PayloadTypes()
+        self.pending: list[SubscriberDownTrack] = []  # waiting for their section
+        self.by_mid: dict[str, SubscriberDownTrack] = {}  # offered sections
+
+    # -- publisher side ---------------------------------------------------------------------
+    def apply_offer(
+        self, offer: SessionDescription, answer: SessionDescription
+    ) -> tuple[list[str], list[tuple[MediaInfo, UpTrack]]]:
+        """Start/end up-tracks for a client offer and roost's answer to it."""
+        rtp = self.rtp
+        extensions: dict[str, int] = {}
+        for a in answer.media:
+            if a.direction == "recvonly":
+                for e in a.extmaps:
+                    extensions.setdefault(e.uri, e.id)
+        rtp.extensions = extensions
+        ended: list[str] = []
+        started: list[tuple[MediaInfo, UpTrack]] = []
+        for m, a in zip(offer.media, answer.media, strict=True):
+            if m.mid is None or m.kind not in ("audio", "video"):
+                continue
+            receiving = a.direction == "recvonly" and a.port != 0
+            stream_id, track_id = section_msid(m)
+            current = rtp.ups.get(m.mid)
+            if current is not None and (
+                not receiving
+                or current.track_id != track_id
+                or current.payload_type != a.codecs[0].payload_type
+            ):
+                rtp.remove_up(m.mid)
+                ended.append(m.mid)
+                current = None
+            if not receiving:
+                continue
+            ssrcs, rtx = section_ssrcs(m)
+            if current is not None:
+                layer = current.layers[0]
+                if ssrcs and len(current.layers) == 1 and layer.ssrc not in ssrcs:
+                    rtp.add_up(current, ssrcs, rtx)  # the client announced new SSRCs
+                continue
+            up = MediaUpTrack(
+                rtp,
+                kind=m.kind,
+                mid=m.mid,
+                track_id=track_id,
+                stream_id=stream_id,
+                codecs=list(a.codecs),
+                extensions={e.uri: e.id for e in a.extmaps},
+                rids=[r.id for r in a.rids],
+            )
+            rtp.add_up(up, ssrcs, rtx)
+            info = MediaInfo(mid=m.mid, kind=m.kind, track_id=track_id, stream_id=stream_id,
+                             mime_type=up.mime_type, rids=list(up.rids), ssrcs=ssrcs)
+            started.append((info, up))
+            log.debug("%sreceiving %s %s on mid %s (track %s)", self.prefix, m.kind,
+                      up.mime_type, m.mid, track_id)
+        return ended, started
+
+    # -- subscriber side ---------------------------------------------------------------------
+    def add_down(self, up: UpTrack, *, track_sid: str, stream_id: str) -> SubscriberDownTrack:
+        if not isinstance(up, MediaUpTrack):
+            raise TypeError(f"cannot forward a {type(up).__name__}")
+        taken = self.rtp.taken_ssrcs()
+        ssrc = random_ssrc(taken)
+        rtx_ssrc = random_ssrc(taken | {ssrc}) if up.kind == "video" else 0
+        down = SubscriberDownTrack(self.rtp, up, track_sid=track_sid, stream_id=stream_id,
+                                   ssrc=ssrc, rtx_ssrc=rtx_ssrc, cname=self.cname)
+        self.rtp.add_down(down)
+        self.pending.append(down)
+        return down
+
+    def remove_down(self, down: DownTrack) -> None:
+        if not isinstance(down, SubscriberDownTrack) or down.removed:
+            return
+        down.close()
+        self.rtp.remove_down(down)
+        if down in self.pending:
+            self.pending.remove(down)  # never offered: nothing to take back
+        else:
+            down.deactivate()
+
+    def offer_sections(self, sections: list[MediaSection]) -> None:
+        """Append a sendonly m-line for every down-track added since the last offer."""
+        used = {m.mid for m in sections}
+        for down in self.pending:
+            n = len(sections)
+            while str(n) in used:
+                n += 1
+            mid = str(n)
+            used.add(mid)
+            sections.append(down.offer_section(mid, self.payload_types))
+            self.by_mid[mid] = down
+        self.pending = []
+
+    def apply_answer(self, answer: SessionDescription) -> None:
+        """Start forwarding on the sections the subscriber accepted."""
+        for m in answer.media:
+            down = self.by_mid.get(m.mid or "")
+            if down is not None and down.engine is None and not down.removed:
+                down.bind(m)

@@ -34,12 +34,16 @@ def _pitch(samples: np.ndarray) -> float:
     return float(np.fft.rfftfreq(len(samples), 1 / RATE)[int(np.argmax(spectrum))])
 
 
+def _output(log: Path) -> str:
+    return tail(log, max_lines=60)
+
+
 async def _run(server: RoostServer, script: str, *args: str, log: Path
                ) -> asyncio.subprocess.Process:
-    out = open(log, "wb")
-    return await asyncio.create_subprocess_exec(
-        sys.executable, str(EXAMPLES / script), "--url", server.url, *args,
-        stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+    with log.open("wb") as out:  # noqa: ASYNC230 - opening a local log file
+        return await asyncio.create_subprocess_exec(
+            sys.executable, str(EXAMPLES / script), "--url", server.url, *args,
+            stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
 
 
 async def _finish(proc: asyncio.subprocess.Process, log: Path, timeout: float = 60) -> None:

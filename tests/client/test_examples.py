@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from tests.client.helpers import Recorder, joined, wait_until
-from tests.helpers.server import REPO_ROOT, RoostServer
+from tests.helpers.server import REPO_ROOT, RoostServer, tail
 
 from roost import client as rc
 
@@ -40,7 +40,7 @@ def _output(log: Path) -> str:
 
 async def _run(server: RoostServer, script: str, *args: str, log: Path
                ) -> asyncio.subprocess.Process:
-    with log.open("wb") as out:  # noqa: ASYNC230 - opening a local log file
+    with log.open("wb") as out:
         return await asyncio.create_subprocess_exec(
             sys.executable, str(EXAMPLES / script), "--url", server.url, *args,
             stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT)

@@ -484,7 +484,5 @@ def test_sdk_perform_rpc_from_the_server(server: RoostServer) -> None:
     run_scenario(f"{SCENARIOS}:server_rpc_round_trips", server.info)
 
 
-@pytest.mark.xfail(strict=False, reason="needs the SFU to bind published tracks "
-                   "(Participant.tracks filled when media arrives)")
 def test_sdk_mute_published_track(server: RoostServer) -> None:
     run_scenario(f"{SCENARIOS}:admin_mute_reaches_publisher_and_subscriber", server.info)

@@ -1,0 +1,245 @@
+"""The official JS SDK (livekit-client's UMD build) in headless Chromium, talking to roost.
+
+Each test starts roost, `tests/browser/driver.mjs` (Chromium with a fake camera and microphone,
+driven through playwright-core) and a Python SDK participant in a child process; the two SDKs
+meet in one room. `scripts/setup-browser` installs Chromium and the npm packages; without them
+the tests skip and say what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+from tests.helpers.scenario import run_scenario
+from tests.helpers.server import REPO_ROOT, RoostServer, tail
+
+BROWSER_DIR = REPO_ROOT / "tests" / "browser"
+CHROMIUM = Path(os.environ.get("ROOST_CHROMIUM", "/usr/bin/chromium"))
+SCENARIOS = "tests.scenarios.browser"
+BROWSER = "browser"  # the browser participant's identity
+PYTHON = "python"  # tests.scenarios.browser.IDENTITY
+READY_TIMEOUT = 45.0
+
+
+def _missing() -> str | None:
+    """Why the browser tests cannot run here, or None."""
+    if not CHROMIUM.is_file():
+        return f"no Chromium at {CHROMIUM}"
+    if shutil.which("node") is None:
+        return "no node on PATH"
+    for needed in ("livekit-client/dist/livekit-client.umd.js", "playwright-core/package.json"):
+        if not (BROWSER_DIR / "node_modules" / needed).is_file():
+            return f"tests/browser/node_modules/{needed} is missing"
+    return None
+
+
+_MISSING = _missing()
+pytestmark = pytest.mark.skipif(
+    _MISSING is not None, reason=f"browser tests need scripts/setup-browser: {_MISSING}"
+)
+
+
+class BrowserError(AssertionError):
+    """A call into the page failed; the message holds the page's error and its log tail."""
+
+
+class Browser:
+    """One driver.mjs process: `call(name, *args)` runs `window.roost[name](...args)`."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.proc = subprocess.Popen(
+            ["node", "driver.mjs", "--log", str(log_path), "--chromium", str(CHROMIUM)],
+            cwd=BROWSER_DIR,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,  # warnings and errors of the page: pytest shows them on failure
+            text=True,
+            start_new_session=True,
+        )
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self._next_id = 0
+        self.info: dict[str, Any] | None = None  # the driver's ready line; see `ready()`
+
+    def ready(self) -> dict[str, Any]:
+        """Wait until Chromium runs the page (it starts while the test sets up the rest)."""
+        if self.info is None:
+            info = self._receive(lambda m: "ready" in m, READY_TIMEOUT, "the driver to start")
+            if not info["ready"]:
+                self._fail(f"the driver could not start the browser: {info.get('error')}")
+            self.info = info
+        return self.info
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def _receive(self, match: Callable[[dict[str, Any]], bool], timeout: float, what: str) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                line = self._lines.get(timeout=max(0.0, remaining))
+            except queue.Empty:
+                self._fail(f"no answer from the driver within {timeout:.0f} s waiting for {what}")
+            if line is None:
+                self._fail(f"the driver exited ({self.proc.poll()}) while waiting for {what}")
+            message = json.loads(line)
+            if match(message):
+                return message
+
+    def _fail(self, message: str) -> NoReturn:
+        raise BrowserError(
+            f"{message}\n--- browser log tail ({self.log_path}) ---\n"
+            f"{tail(self.log_path, max_lines=60)}"
+        )
+
+    def call(self, name: str, *args: Any, timeout: float = 20.0) -> Any:
+        """Call `window.roost[name](*args)`; its JSON result, or BrowserError."""
+        self.ready()
+        self._next_id += 1
+        call_id = self._next_id
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"id": call_id, "call": name, "args": list(args)}) + "\n")
+        self.proc.stdin.flush()
+        answer = self._receive(lambda m: m.get("id") == call_id, timeout, f"{name}()")
+        if not answer["ok"]:
+            self._fail(f"{name}() failed in the page: {answer['error']}")
+        return answer["value"]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()  # the driver closes Chromium and exits
+                self.proc.wait(10)
+            except (OSError, subprocess.TimeoutExpired):
+                os.killpg(self.proc.pid, signal.SIGKILL)  # its session holds Chromium too
+                self.proc.wait(5)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    """Chromium with the test page; tests ask for it before `server` so both start at once."""
+    driver = Browser(tmp_path / "browser.log")
+    try:
+        yield driver
+    finally:
+        driver.close()
+
+
+@pytest.fixture
+def python_side(tmp_path: Path) -> Iterator[Callable[..., Future[Any]]]:
+    """Start a Python SDK scenario of tests.scenarios.browser beside the browser."""
+    pool = ThreadPoolExecutor(max_workers=1)
+
+    def start(name: str, server: RoostServer, room: str, timeout: float = 30.0) -> Future[Any]:
+        return pool.submit(
+            run_scenario,
+            f"{SCENARIOS}:{name}",
+            server.info,
+            room,
+            BROWSER,
+            timeout=timeout,
+            log_dir=tmp_path,
+        )
+
+    try:
+        yield start
+    finally:
+        pool.shutdown(wait=True)
+
+
+def _join(browser: Browser, server: RoostServer, room: str, **options: Any) -> dict[str, Any]:
+    token = server.token(BROWSER, room)
+    joined: dict[str, Any] = browser.call("connect", server.url, token, options, timeout=25)
+    return joined
+
+
+def test_browser_joins_and_exchanges_data_with_the_python_sdk(
+    browser: Browser, server: RoostServer, python_side: Callable[..., Future[Any]]
+) -> None:
+    """JS SDK: /rtc/v1 → 404 → /rtc; both SDKs see each other; reliable data both ways."""
+    python = python_side("data_with_browser", server, "browser-data")
+    joined = _join(browser, server, "browser-data")
+    assert joined["identity"] == BROWSER and joined["sid"].startswith("PA_"), joined
+    # The SDK tried single peer connection signalling first, and fell back on a CORS 404.
+    sockets = [url.removeprefix(server.url) for url in joined["sockets"]]
+    assert sockets[:1] == ["/rtc/v1"] and sockets[-1] == "/rtc", joined
+    validate = [f for f in joined["fetches"] if f["url"].endswith("/rtc/v1/validate")]
+    assert validate and validate[0].get("status") == 404, joined["fetches"]
+
+    assert browser.call("waitParticipant", PYTHON, 20_000, timeout=25)["sid"].startswith("PA_")
+    browser.call("publishData", "hello from the browser", {"reliable": True, "topic": "greeting"})
+    reply = browser.call("waitData", {"topic": "reply"}, 20_000, timeout=25)
+    assert reply["text"] == "hello from python" and reply["from"] == PYTHON, reply
+    browser.call("publishData", "got it", {"reliable": True, "topic": "ack"})
+
+    greeting = python.result(timeout=60)
+    # The browser does not say who it is in its packets: roost stamps the sender.
+    assert greeting["text"] == "hello from the browser", greeting
+    assert greeting["identity"] == BROWSER, greeting
+    assert greeting["sid"] == joined["sid"] == greeting["browser_sid"], greeting
+
+
+@pytest.mark.parametrize("simulcast", [True, False], ids=["simulcast", "single-layer"])
+def test_browser_camera_and_microphone_reach_the_python_sdk(
+    browser: Browser,
+    server: RoostServer,
+    python_side: Callable[..., Future[Any]],
+    simulcast: bool,
+) -> None:
+    """Chromium's fake camera and microphone, published by the JS SDK, decode in Python."""
+    room = f"browser-publish-{'simulcast' if simulcast else 'single'}"
+    python = python_side("receive_browser_media", server, room)
+    _join(browser, server, room, publishDefaults={"simulcast": simulcast})
+    published = browser.call("publishCameraAndMicrophone", timeout=25)
+    print("published by the browser:", published)
+    assert {t["kind"] for t in published} == {"audio", "video"}, published
+    received = python.result(timeout=60)
+    print("received by the Python SDK:", received)
+    layers = browser.call("cameraLayers")
+    print("camera layers sent:", layers)
+    # roost's answer negotiated rid/simulcast (Chrome rejects an answer that does not).
+    expected_rids = {"q", "h", "f"} if simulcast else {None}
+    assert {layer["rid"] for layer in layers} == expected_rids, layers
+    assert layers[0]["bytesSent"] > 0, layers
+    width, height = received["video_size"]
+    # Chromium's fake camera is 16:9; the encoder may send fewer pixels while bandwidth ramps up.
+    assert received["video_frames"] >= 10 and width > 0 and width * 9 == height * 16, received
+    assert received["audio_frames"] >= 150, received
+
+
+def test_python_sdk_microphone_and_camera_play_in_the_browser(
+    browser: Browser, server: RoostServer, python_side: Callable[..., Future[Any]]
+) -> None:
+    """A 440 Hz tone and a red 320x240 camera from Python: heard and seen in the page."""
+    python = python_side("publish_media_to_browser", server, "browser-subscribe")
+    _join(browser, server, "browser-subscribe")
+    media = browser.call("waitMedia", PYTHON, 25_000, timeout=35)
+    browser.call("publishData", "seen", {"reliable": True, "topic": "seen"})
+    python.result(timeout=60)
+    print("played in the browser:", media)
+
+    video, audio = media["video"], media["audio"]
+    assert (video["width"], video["height"]) == (320, 240), media
+    assert video["frames"] >= 10, media
+    r, g, b = video["rgb"]
+    assert r > 150 and g < 80 and b < 80, f"expected a red picture, mean RGB {video['rgb']}"
+    assert audio["bytesReceived"] > 0 and audio["packetsReceived"] >= 25, media
+    assert abs(audio["dominantHz"] - 440) < 20, media

@@ -34,6 +34,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         settings.log_level = args.log_level
     if getattr(args, "redis_host", None):
         settings.redis.address = args.redis_host
+    if getattr(args, "webhook_url", None):
+        settings.webhook.urls = [*settings.webhook.urls, *args.webhook_url]
     settings.validate()
     return settings
 
@@ -117,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="livekit.yaml-style config file")
     serve.add_argument("--node-ip", help="IP address advertised in ICE candidates")
     serve.add_argument("--redis-host", help="Redis address for multi-node mode")
+    serve.add_argument("--webhook-url", action="append", help="webhook URL (repeatable)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=cmd_serve)
 

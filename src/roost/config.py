@@ -75,6 +75,7 @@ class Settings:
     join_timeout: float = 60.0  # seconds for a participant to become ACTIVE
     drain_timeout: float = 10.0
     region: str = ""
+    compose_api_key: str = ""  # x-simli-api-key for /compose/*; --dev accepts "simli-dev-key"
     rtc: RTCConfig = field(default_factory=RTCConfig)
     room: RoomConfig = field(default_factory=RoomConfig)
     limit: Limits = field(default_factory=Limits)
@@ -97,6 +98,10 @@ class Settings:
                     )
         if not 0 < self.port < 65536:
             raise ConfigError(f"port {self.port} is out of range")
+        hook = self.webhook
+        if hook.urls and hook.api_key not in self.keys and (hook.api_key or len(self.keys) > 1):
+            raise ConfigError("webhook.api_key must name one of the API keys (it may be left "
+                              "out only when there is a single key)")
 
     @property
     def media_addresses(self) -> list[str]:

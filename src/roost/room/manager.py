@@ -85,6 +85,8 @@ class RoomManager:
         room.on_participant_active.append(
             lambda r, p: self.emit("participant_joined", r, p))
         room.on_participant_left.append(self._participant_left)
+        room.on_track.append(lambda r, p, pub, published: self.emit(
+            "track_published" if published else "track_unpublished", r, p, pub.info))
         self.rooms[name] = room
         room.start()
         log.info("room created", extra=room.log_extra())

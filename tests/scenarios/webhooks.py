@@ -1,0 +1,74 @@
+"""One participant's whole life in a room, for the webhook and metrics tests to observe."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import aiohttp
+from livekit import rtc
+from tests.helpers.sdk import Rooms
+
+
+async def _feed(source: rtc.AudioSource) -> None:
+    """10 ms frames of quiet noise so RTP flows for the published track."""
+    frame = rtc.AudioFrame.create(48000, 1, 480)
+    samples = frame.data
+    for i in range(len(samples)):
+        samples[i] = (i * 37) % 200 - 100
+    while True:
+        await source.capture_frame(frame)
+
+
+async def _scrape_until(srv: dict[str, str], needle: str, timeout: float = 10.0) -> str:
+    """GET /metrics until its text contains `needle`; returns the last text."""
+    url = srv["url"].replace("ws://", "http://", 1) + "/metrics"
+    text = ""
+    async with aiohttp.ClientSession() as http:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            async with http.get(url) as resp:
+                text = await resp.text()
+            if needle in text:
+                break
+            await asyncio.sleep(0.1)
+    return text
+
+
+async def publish_then_leave(srv: dict[str, str], room_name: str,
+                             scrape_for: str = "") -> dict[str, Any]:
+    """Alice joins, publishes a microphone, sends one data packet, unpublishes and leaves.
+
+    With `scrape_for`, /metrics is read (until it contains that text) while Alice is in.
+    """
+    rooms = Rooms(srv)
+    result: dict[str, Any] = {}
+    try:
+        alice = await rooms.join("alice", room_name)
+        result["participant"] = alice.local_participant.sid
+        result["room"] = await asyncio.wait_for(alice.sid, 5)
+        source = rtc.AudioSource(48000, 1)
+        track = rtc.LocalAudioTrack.create_audio_track("mic", source)
+        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        publication = await asyncio.wait_for(
+            alice.local_participant.publish_track(track, options), 15
+        )
+        result["track"] = publication.sid
+        feeding = asyncio.ensure_future(_feed(source))
+        try:
+            await alice.local_participant.publish_data(b"hello", reliable=True)
+            if scrape_for:
+                result["metrics"] = await _scrape_until(srv, scrape_for)
+            else:
+                await asyncio.sleep(1.0)
+        finally:
+            feeding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeding
+        await asyncio.wait_for(alice.local_participant.unpublish_track(publication.sid), 10)
+        await asyncio.sleep(0.5)
+        await asyncio.wait_for(alice.disconnect(), 10)
+        return result
+    finally:
+        await rooms.close()

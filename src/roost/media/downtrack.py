@@ -216,9 +216,19 @@ class SubscriberDownTrack:
         engine = self.engine
         if engine is None or not self.forwarding:
             return
-        for pkt in engine.on_nack(lost, now):
+        sent = engine.on_nack(lost, now)
+        for pkt in sent:
             self.send(pkt)
             self.retransmitted += 1
+        if len(sent) < len(lost):
+            missing = [s for s in lost if engine.cache.get(s) is None]
+            upstream: dict[int, list[int]] = {}
+            for seq in missing:
+                source = engine.source_sequence(seq)
+                if source is not None:
+                    upstream.setdefault(source[0], []).append(source[1])
+            for layer, seqs in upstream.items():
+                self.up.nack_upstream(layer, seqs, now)
 
     def on_pli(self) -> None:
         self.plis_in += 1

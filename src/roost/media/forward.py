@@ -335,6 +335,20 @@ class DownTrack:
         self._last_kf_request = now
         return self.target_layer
 
+    def source_sequence(self, out_seq: int) -> tuple[int, int] | None:
+        """(layer, publisher sequence number) an outgoing sequence number stands for.
+
+        Used to pass a subscriber NACK the cache cannot answer on to the publisher. Exact
+        for the current source while nothing was filtered; None when unknown.
+        """
+        if not self._started or self._cur_layer is None or self._out_hi_ext < 0:
+            return None
+        out_ext = self._out_hi_ext - ((self._out_hi_ext - out_seq) & 0xFFFF)
+        in_ext = out_ext - self._sn_off
+        if in_ext < self._in_start_ext:
+            return None
+        return self._cur_layer, in_ext & 0xFFFF
+
     def on_pli(self) -> int | None:
         """A subscriber PLI/FIR: the layer to ask the publisher for a keyframe, if forwarding."""
         if self._cur_layer is not None:

@@ -26,7 +26,7 @@ from roost.media.forward import (
     inspect,
 )
 from roost.media.nack import NackGenerator, PliThrottle, ReceptionStats
-from roost.media.rtcp import RtcpReportBlock, RtcpSenderReport, build_pli
+from roost.media.rtcp import RtcpReportBlock, RtcpSenderReport, build_nack, build_pli
 from roost.media.rtp import (
     EXT_AUDIO_LEVEL,
     opus_duration_ms,
@@ -46,6 +46,7 @@ Send = Callable[[bytes | bytearray], None]
 # Simulcast rids LiveKit clients use, and the spatial layer each one is.
 RID_LAYERS = {"q": 0, "h": 1, "f": 2}
 LAYER_TIMEOUT = 1.0  # a layer silent this long is treated as stopped
+UPSTREAM_NACK_INTERVAL = 0.1  # a sequence number is NACKed upstream at most this often
 
 
 def layer_indexes(rids: list[str]) -> list[int]:
@@ -58,8 +59,8 @@ def layer_indexes(rids: list[str]) -> list[int]:
 class UpLayer:
     """One RTP stream of a published track: a simulcast layer, or the only stream."""
 
-    __slots__ = ("index", "last_at", "nack", "octets", "packets", "rid", "rtx_ssrc", "ssrc",
-                 "stats", "track")
+    __slots__ = ("forwarded_nacks", "index", "last_at", "nack", "octets", "packets", "rid",
+                 "rtx_ssrc", "ssrc", "stats", "track")
 
     def __init__(self, track: MediaUpTrack, index: int, rid: str = "") -> None:
         self.track = track
@@ -72,6 +73,7 @@ class UpLayer:
         self.packets = 0
         self.octets = 0
         self.last_at = 0.0
+        self.forwarded_nacks: dict[int, float] = {}  # seq -> when a subscriber's NACK went up
 
     def on_rtp(self, plain: bytes) -> None:
         """Route target for this layer's SSRC."""
@@ -186,6 +188,22 @@ class MediaUpTrack:
             if (layer is None or la.index == layer) and la.ssrc and self.pli.allow(la.index, now):
                 self.session.send_rtcp(build_pli(self.session.ssrc, la.ssrc))
                 self.plis_sent += 1
+
+    def nack_upstream(self, layer: int, seqs: list[int], now: float) -> None:
+        """Ask the publisher for packets a subscriber missed and roost never had."""
+        la = self.layer(layer)
+        if la is None or not la.ssrc:
+            return
+        recent = la.forwarded_nacks
+        due = [s for s in seqs if now - recent.get(s, -1.0) >= UPSTREAM_NACK_INTERVAL]
+        if not due:
+            return
+        if len(recent) > 256:
+            recent.clear()
+        for s in due:
+            recent[s] = now
+        self.session.send_rtcp(build_nack(self.session.ssrc, la.ssrc, due))
+        self.nacks_sent += 1
 
     # -- layers ------------------------------------------------------------------------
     def layer(self, index: int) -> UpLayer | None:

@@ -58,6 +58,9 @@ class RoostServer:
         from roost.api.twirp import RoomServiceAPI  # the API layer sits beside the edge
 
         RoomServiceAPI(settings, self.verifier, self.rooms, self.signal).add_routes(self.app)
+        from roost.avatar.compose import ComposeService
+
+        ComposeService(settings, self.rooms).add_routes(self.app)
         from roost.api.webhooks import WebhookNotifier
 
         self.webhooks = WebhookNotifier.from_settings(settings)

@@ -1,0 +1,1 @@
+"""Avatar service: Simli-style `/compose` API and an audio-driven talking-face participant."""

@@ -92,6 +92,11 @@ def on_grid(times: list[float], values: list[float], start: float, count: int,
     return np.nan_to_num(out)
 
 
+def smooth(x: np.ndarray, width: int = 3) -> np.ndarray:
+    """Moving average over `width` bins (tolerates a bin or two of timing jitter)."""
+    return np.convolve(x, np.ones(width) / width, mode="same")
+
+
 def best_lag(reference: np.ndarray, other: np.ndarray, max_lag: int) -> tuple[int, float]:
     """Lag (bins, `other` later than `reference` when positive) of best Pearson correlation."""
     best = (0, -2.0)

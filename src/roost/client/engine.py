@@ -28,6 +28,7 @@ from aiortc import (
 from aiortc.sdp import candidate_from_sdp
 from livekit.protocol import models, rtc
 
+from .resume import SessionResumer
 from .signal import ConnectError, JoinParams, SignalClient
 from .types import DisconnectReason, RoomOptions
 
@@ -40,7 +41,6 @@ PC_CONNECT_TIMEOUT = 15.0
 DATA_READY_TIMEOUT = 15.0
 BUFFER_HIGH = 1 << 20  # pause reliable sends above this many queued bytes
 REPLAY_MAX_BYTES = 32 << 20
-RESUME_BACKOFF = (0.0, 0.3, 0.6, 1.0, 2.0, 3.0, 5.0)
 
 
 def msids_by_mid(sdp: str) -> dict[str, tuple[str, str]]:
@@ -447,89 +447,7 @@ class RtcEngine:
         if self.closed or self.reconnecting:
             return
         self.reconnecting = True
-        self._resume_task = self._spawn(self._resume(reason))
-
-    async def _resume(self, reason: str) -> None:
-        self.on_reconnecting()
-        join = self.join
-        assert join is not None
-        attempts = max(1, self.options.max_reconnect_attempts)
-        restart = False
-        for attempt in range(attempts):
-            await asyncio.sleep(RESUME_BACKOFF[min(attempt, len(RESUME_BACKOFF) - 1)])
-            if self.closed:
-                return
-            params = JoinParams(
-                auto_subscribe=self.options.auto_subscribe,
-                adaptive_stream=self.options.adaptive_stream,
-                reconnect=True, sid=join.participant.sid,
-                reconnect_reason=models.ReconnectReason.RR_SIGNAL_DISCONNECTED,
-                client_protocol=self.options.client_protocol,
-            )
-            try:
-                first = await self.signal.connect(self.url, self.token, params)
-            except ConnectError as exc:
-                log.info("resume attempt %d failed: %s", attempt + 1, exc)
-                if exc.status in (401, 403):
-                    break
-                if "leave" in exc.message:
-                    restart = True
-                    break
-                continue
-            if first.WhichOneof("message") != "reconnect":
-                log.info("resume answered with %s", first.WhichOneof("message"))
-                await self.signal.close()
-                restart = True
-                break
-            self.signal.start()
-            self._send_sync_state()
-            self._replay_after(first.reconnect.last_message_seq)
-            self.reconnecting = False
-            pending, self._pending_signal = self._pending_signal, []
-            for req in pending:
-                self.send_signal(req)
-            self.on_reconnected()
-            return
-        self.reconnecting = False
-        if restart:
-            await self._restart(DisconnectReason.STATE_MISMATCH)
-        else:
-            await self._fail(DisconnectReason.SIGNAL_CLOSE)
-
-    def _replay_after(self, last_seq: int) -> None:
-        while self._replay and self._replay[0][0] <= last_seq:
-            _, data = self._replay.popleft()
-            self._replay_bytes -= len(data)
-        channel = self._pub_channels.get(RELIABLE)
-        if channel is None or channel.readyState != "open":
-            return
-        for _, data in self._replay:
-            channel.send(data)
-
-    def _send_sync_state(self) -> None:
-        req = rtc.SignalRequest()
-        state = req.sync_state
-        if self.subscriber is not None and self.subscriber.localDescription is not None:
-            state.answer.type = "answer"
-            state.answer.sdp = self.subscriber.localDescription.sdp
-            state.answer.id = self._sub_offer_id
-        if self.publisher is not None and self.publisher.localDescription is not None:
-            state.offer.type = "offer"
-            state.offer.sdp = self.publisher.localDescription.sdp
-            state.offer.id = self._pub_offer_id
-        for target, channels in ((rtc.SignalTarget.PUBLISHER, self._pub_channels),
-                                 (rtc.SignalTarget.SUBSCRIBER, self._sub_channels)):
-            for label, channel in channels.items():
-                info = state.data_channels.add()
-                info.label = label
-                info.id = channel.id or 0
-                info.target = target
-        for psid, seq in self._last_seq.items():
-            recv = state.datachannel_receive_states.add()
-            recv.publisher_sid = psid
-            recv.last_seq = seq
-        self.sync_state_extra(state)
-        self.signal.send(req)
+        self._resume_task = self._spawn(SessionResumer(self).run(reason))
 
     def simulate_signal_loss(self) -> None:
         """Drop the signal socket abruptly, as a network failure would."""

@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 log = logging.getLogger("roost.client")
 
 T = TypeVar("T", bound=str)
+
+EventTypes = Literal[
+    "participant_connected", "participant_disconnected", "participant_active",
+    "local_track_published", "local_track_unpublished", "local_track_subscribed",
+    "track_published", "track_unpublished", "track_subscribed", "track_unsubscribed",
+    "track_subscription_failed", "track_muted", "track_unmuted", "active_speakers_changed",
+    "room_metadata_changed", "participant_metadata_changed", "participant_name_changed",
+    "participant_attributes_changed", "participant_permissions_changed",
+    "connection_quality_changed", "data_received", "sip_dtmf_received",
+    "transcription_received", "connection_state_changed", "connected", "disconnected",
+    "reconnecting", "reconnected", "room_updated", "token_refreshed",
+    "local_track_republished",
+]
+"""The events a `Room` emits (the names `livekit.rtc.Room` uses)."""
 Handler = Callable[..., Any]
 
 

@@ -103,18 +103,21 @@ async def test_gauges_follow_a_join_and_a_leave(start_server: Callable[..., Roos
 
 async def test_sdk_participant_is_active_and_its_data_is_counted(
         server: RoostServer, tmp_path: Path) -> None:
-    """An SDK client connects and sends data: ACTIVE gauge, joined counter, data counters."""
+    """An SDK client publishes and sends data: ACTIVE, its track, joined and data counters."""
     result = await asyncio.to_thread(
         run_scenario, "tests.scenarios.webhooks:publish_then_leave", server.info, "counted",
-        'roost_data_packets_total{label="reliable"} 1.0', timeout=60.0, log_dir=tmp_path)
+        ['roost_data_packets_total{label="reliable"} 1.0', 'roost_tracks{kind="audio"} 1.0'],
+        timeout=60.0, log_dir=tmp_path)
     during = parse(result["metrics"])
     assert value(during, "roost_participants", state="active") == 1
     assert value(during, "roost_participants_joined_total") == 1
     assert value(during, "roost_join_latency_seconds_count", stage="join_to_active") == 1
     assert value(during, "roost_data_packets_total", label="reliable") >= 1
     assert value(during, "roost_data_bytes_total", label="reliable") > 0
+    assert value(during, "roost_tracks", kind="audio") == 1
     after = await scrape_until(server, lambda s: total(s, "roost_participants") == 0)
     assert value(after, "roost_participants_left_total") == 1
+    assert value(after, "roost_tracks", kind="audio") == 0
 
 
 async def test_readyz_fails_while_draining_and_healthz_does_not() -> None:

@@ -21,8 +21,8 @@ async def _feed(source: rtc.AudioSource) -> None:
         await source.capture_frame(frame)
 
 
-async def _scrape_until(srv: dict[str, str], needle: str, timeout: float = 10.0) -> str:
-    """GET /metrics until its text contains `needle`; returns the last text."""
+async def _scrape_until(srv: dict[str, str], needles: list[str], timeout: float = 10.0) -> str:
+    """GET /metrics until its text contains every one of `needles`; returns the last text."""
     url = srv["url"].replace("ws://", "http://", 1) + "/metrics"
     text = ""
     async with aiohttp.ClientSession() as http:
@@ -30,17 +30,17 @@ async def _scrape_until(srv: dict[str, str], needle: str, timeout: float = 10.0)
         while asyncio.get_running_loop().time() < deadline:
             async with http.get(url) as resp:
                 text = await resp.text()
-            if needle in text:
+            if all(needle in text for needle in needles):
                 break
             await asyncio.sleep(0.1)
     return text
 
 
 async def publish_then_leave(srv: dict[str, str], room_name: str,
-                             scrape_for: str = "") -> dict[str, Any]:
+                             scrape_for: list[str] | None = None) -> dict[str, Any]:
     """Alice joins, publishes a microphone, sends one data packet, unpublishes and leaves.
 
-    With `scrape_for`, /metrics is read (until it contains that text) while Alice is in.
+    With `scrape_for`, /metrics is read (until it contains all those lines) while Alice is in.
     """
     rooms = Rooms(srv)
     result: dict[str, Any] = {}

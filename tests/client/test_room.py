@@ -129,3 +129,16 @@ async def test_streams_split_utf8_safely_and_report_aborts(server: RoostServer) 
             await asyncio.wait_for(reader.read_all(), 10)
         with pytest.raises(ValueError):
             bob.register_text_stream_handler("chat", lambda reader, sender: None)
+
+
+async def test_dtmf_and_large_rpc_between_roost_clients(server: RoostServer) -> None:
+    async with joined(server, "alice", ROOM) as alice, joined(server, "bob", ROOM) as bob:
+        events = Recorder(bob, "sip_dtmf_received")
+        await wait_until(lambda: "bob" in alice.remote_participants, what="bob")
+        await alice.local_participant.publish_dtmf(code=5, digit="5")
+        (dtmf,) = await events.wait("sip_dtmf_received")
+        assert (dtmf.code, dtmf.digit, dtmf.participant.identity) == (5, "5", "alice")
+        bob.local_participant.register_rpc_method("upper", lambda d: d.payload.upper())
+        big = "abcdefghij" * 4_000  # 40 KB: over data streams (client_protocol 1 on both)
+        assert await alice.local_participant.perform_rpc(
+            destination_identity="bob", method="upper", payload=big) == big.upper()

@@ -12,6 +12,7 @@ disconnected, reconnecting, reconnected, token_refreshed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 from dataclasses import dataclass
@@ -196,6 +197,12 @@ class Room(RoomRoster):
 
     async def disconnect(self, *, reason: int = DisconnectReason.CLIENT_INITIATED) -> None:
         """Leave the room."""
+        restart, self._restart_task = self._restart_task, None
+        if restart is not None and not restart.done():
+            restart.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await restart
+            self._cleanup(reason)
         engine = self._engine
         if engine is None or engine.closed:
             return

@@ -228,7 +228,7 @@ def test_retransmit_cache_shares_the_publishers_packet_between_subscribers() -> 
     b.forward(raw, info, 0.0)
     item_a, item_b = a.cache.get(500), b.cache.get(500)
     assert item_a is not None and item_b is not None
-    assert item_a[0] is raw and item_b[0] is raw
+    assert item_a is item_b and item_a.pkt is raw
 
 
 def test_simulcast_switch_uses_sender_reports_to_translate_timestamps() -> None:

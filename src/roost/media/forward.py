@@ -71,10 +71,11 @@ class Munge:
 class PacketInfo(RtpHeader):
     """A parsed publisher packet plus what the forwarder needs to know about it."""
 
-    __slots__ = ("keyframe", "layer", "padding_only", "start", "tid", "vp8", "y")
+    __slots__ = ("keyframe", "layer", "padding_only", "pkt", "start", "tid", "vp8", "y")
 
     def __init__(self) -> None:
         super().__init__()
+        self.pkt: Buffer = b""  # the packet this describes (kept for retransmissions)
         self.layer = 0
         self.keyframe = False
         self.padding_only = False
@@ -88,6 +89,7 @@ def inspect(pkt: Buffer, codec: int, layer: int = 0) -> PacketInfo:
     """Parse a (decrypted) publisher packet once; ValueError when it is malformed."""
     info = PacketInfo()
     parse_header(pkt, info)
+    info.pkt = pkt
     info.layer = layer
     off, end = info.payload_offset, info.payload_end
     if off == end:
@@ -256,7 +258,11 @@ class DownTrack:
         self.clocks = clocks
         self.cname = cname
         size = cache_size or (VIDEO_CACHE_SIZE if self.video else AUDIO_CACHE_SIZE)
-        self.cache: RetransmitCache[tuple[Buffer, PacketInfo, Munge]] = RetransmitCache(size)
+        # What was sent under each outgoing sequence number: the shared PacketInfo (which
+        # holds the publisher's packet) and the munge epoch, in two rings - no per-packet
+        # container, so forwarding creates nothing the cyclic GC must track.
+        self.cache: RetransmitCache[PacketInfo] = RetransmitCache(size)
+        self._munges: list[Munge | None] = [None] * size
         self._tail = b""
         if mid and mid_ext_id:
             if rewriter is None:
@@ -410,7 +416,11 @@ class DownTrack:
             self._out_hi_ext = out_ext
             self._last_out_ts = (info.timestamp + m.ts_off) & 0xFFFFFFFF
             self._last_out_at = now
-        self.cache.store(out_ext & 0xFFFF, (pkt, info, m))
+        if info.pkt is not pkt:
+            info.pkt = pkt
+        out_seq = out_ext & 0xFFFF
+        self.cache.store(out_seq, info)
+        self._munges[out_seq % self.cache.size] = m
         self.packets_sent += 1
         self.octets_sent += info.payload_end - info.payload_offset
         return out
@@ -535,10 +545,12 @@ class DownTrack:
     def on_nack(self, seqs: Iterable[int], now: float) -> list[bytes | bytearray]:
         """Plaintext retransmissions answering a subscriber NACK (RTX-wrapped if negotiated)."""
         out: list[bytes | bytearray] = []
-        for seq, item in self.cache.answer(seqs, now, self.rtt):
-            pkt, info, m = item
+        for seq, info in self.cache.answer(seqs, now, self.rtt):
+            m = self._munges[seq % self.cache.size]
+            if m is None:
+                continue
             try:
-                p = self._render(pkt, info, seq, m, now, False)
+                p = self._render(info.pkt, info, seq, m, now, False)
             except ValueError:
                 continue
             if self.rtx_ssrc:

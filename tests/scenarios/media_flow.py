@@ -134,14 +134,18 @@ def _check(ear: Ear, hz: float) -> None:
 
 
 async def tone_is_heard_whole(srv: dict[str, str]) -> dict[str, Any]:
-    """A 3 s 440 Hz burst from Alice reaches Bob at 440 Hz for at least 90 % of its length."""
+    """A 3 s 440 Hz burst from Alice reaches Bob at 440 Hz for at least 90 % of its length.
+
+    Bob also sees Alice become the active speaker while it plays (roost reads the audio
+    level header extension), and stop being one after it.
+    """
     rooms = Rooms(srv)
     ears: list[Ear] = []
     tone = Tone(440)
     try:
         alice = await rooms.join("alice", "tone")
         bob = rooms.new()
-        events = EventLog(bob, *EVENTS, label="bob")
+        events = EventLog(bob, *EVENTS, "active_speakers_changed", label="bob")
         await rooms.join("bob", "tone", room=bob)
         await tone.publish(alice)
         track, _, _ = await events.wait("track_subscribed", timeout=15)
@@ -151,10 +155,15 @@ async def tone_is_heard_whole(srv: dict[str, str]) -> dict[str, Any]:
         ear.reset()
         burst = 3.0
         tone.burst(burst)
+        await events.wait("active_speakers_changed",
+                          lambda speakers: [p.identity for p in speakers] == ["alice"],
+                          timeout=burst)
         await asyncio.sleep(burst + 1.5)
         heard = ear.loud_seconds / burst
         assert heard >= 0.9, f"heard {ear.loud_seconds:.2f} s of a {burst:.1f} s tone"
         _check(ear, 440)
+        last_speakers = events.all("active_speakers_changed")[-1][0]
+        assert last_speakers == [], f"still speaking after the tone: {last_speakers}"
         return {"pitch_hz": round(ear.pitch, 1), "heard_fraction": round(heard, 3)}
     finally:
         for e in ears:

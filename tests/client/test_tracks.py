@@ -6,7 +6,7 @@ import asyncio
 
 import numpy as np
 import pytest
-from tests.client.helpers import Recorder, joined
+from tests.client.helpers import Recorder, joined, wait_until
 from tests.helpers.server import RoostServer
 
 from roost import client as rc
@@ -70,3 +70,23 @@ async def test_manual_subscription_and_active_speakers(server: RoostServer) -> N
             assert gone is remote and not remote_pub.subscribed and remote_pub.track is None
         finally:
             feeder.cancel()
+
+
+async def test_audio_stream_from_participant_binds_to_the_next_track(server: RoostServer) -> None:
+    async with joined(server, "alice", "tracks-p") as alice, \
+            joined(server, "bob", "tracks-p") as bob:
+        await wait_until(lambda: "alice" in bob.remote_participants, what="alice")
+        stream = rc.AudioStream.from_participant(
+            participant=bob.remote_participants["alice"],
+            track_source=rc.TrackSource.SOURCE_MICROPHONE, sample_rate=16_000)
+        source = rc.AudioSource(RATE, 1)
+        track = rc.LocalAudioTrack.create_audio_track("mic", source)
+        await alice.local_participant.publish_track(
+            track, rc.TrackPublishOptions(source=rc.TrackSource.SOURCE_MICROPHONE))
+        feeder = asyncio.ensure_future(_tone(source))
+        try:
+            event = await asyncio.wait_for(anext(stream), 20)
+            assert event.frame.sample_rate == 16_000 and event.frame.num_channels == 1
+        finally:
+            feeder.cancel()
+            await stream.aclose()

@@ -21,8 +21,12 @@ async def test_join_presence_and_leave(server: RoostServer) -> None:
         assert alice.local_participant.sid.startswith("PA_")
         assert alice.name == ROOM and (await alice.sid).startswith("RM_")
         bob = rc.Room()
-        bob_events = Recorder(bob, "connection_state_changed", "disconnected", "connected")
-        await bob.connect(server.url, server.token("bob", ROOM, name="Bob"))
+        bob_events = Recorder(bob, "connection_state_changed", "disconnected", "connected",
+                              "token_refreshed")
+        first_token = server.token("bob", ROOM, name="Bob")
+        await bob.connect(server.url, first_token)
+        await bob_events.wait("token_refreshed")  # roost refreshes the token right at join
+        assert bob.token and bob.token != first_token
         assert "alice" in bob.remote_participants
         (p,) = await events.wait("participant_connected")
         assert (p.identity, p.name, p.sid) == ("bob", "Bob", bob.local_participant.sid)

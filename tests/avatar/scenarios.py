@@ -189,12 +189,6 @@ async def compose_end_to_end(srv: dict[str, str]) -> dict[str, Any]:
                 await sock.wait_text("SILENT", 6, after=t_sent)
                 await asyncio.sleep(0.6)
                 result.update(_compare(rec, speech, t_sent))
-                import os
-                if os.environ.get("AVATAR_DUMP"):
-                    np.savez(os.environ["AVATAR_DUMP"], audio_t=np.array(rec.audio_t) - t_sent,
-                             rms=rec.rms, video_t=np.array(rec.video_t) - t_sent,
-                             mouth=rec.mouth, sent=speech, audio_pos=rec.audio_pos,
-                             video_ts=rec.video_ts)
                 result["mouth_max"] = rec.widest
                 result["video_size"] = list(rec.size)
 

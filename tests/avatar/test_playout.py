@@ -4,13 +4,14 @@ frames that show the audio being played, segments, SKIP, DONE's drain, handleSil
 from __future__ import annotations
 
 import asyncio
+import math
 
 import numpy as np
 import pytest
 
 from roost.avatar.animation import Animator
 from roost.avatar.faces import FACES
-from roost.avatar.playout import FRAME, Playout
+from roost.avatar.playout import FRAME, VIDEO_DELAY, Playout
 from roost.avatar.renderer import FaceState, Renderer
 from roost.avatar.speech import SpeechQueue
 
@@ -60,12 +61,13 @@ class FakeVideo:
 class Rig:
     """A playout on fakes that records events with the tick they happened on."""
 
-    def __init__(self, handle_silence: bool = True) -> None:
+    def __init__(self, handle_silence: bool = True, video_delay: float = 0.0) -> None:
         self.clock = Clock()
         self.audio = FakeAudio(self.clock)
         self.video = FakeVideo()
         self.playout = Playout(Renderer(FACES["ada"]), Animator(seed=3), self.audio, self.video,
-                               handle_silence=handle_silence, clock=self.clock)
+                               handle_silence=handle_silence, video_delay=video_delay,
+                               clock=self.clock)
         self.ticks = 0
         self.events: list[tuple[int, str]] = []
         self.segments: list[tuple[int, int, float, bool]] = []
@@ -88,8 +90,11 @@ def tone(seconds: float, level: float = 0.4) -> np.ndarray:
     return (np.sin(2 * np.pi * 200 * t) * level * 32767).astype(np.int16)
 
 
-async def test_speak_and_silent_follow_the_played_audio_and_so_does_the_mouth() -> None:
-    rig = Rig()
+@pytest.mark.parametrize("video_delay", [0.0, VIDEO_DELAY])
+async def test_speak_and_silent_follow_the_played_audio_and_so_does_the_mouth(
+        video_delay: float) -> None:
+    """Events when the audio plays; the mouth shows the audio played `video_delay` ago."""
+    rig = Rig(video_delay=video_delay)
     await rig.run(0.4)
     assert rig.events == [] and all(s.mouth_open == 0 for s in rig.states)
     rig.playout.push(tone(1.0))
@@ -100,7 +105,8 @@ async def test_speak_and_silent_follow_the_played_audio_and_so_does_the_mouth() 
     assert speak_tick - start <= 3  # the lead: 60 ms of audio queued ahead
     assert abs((silent_tick - speak_tick) * FRAME - 1.0) <= FRAME
     opened = [i for i, s in enumerate(rig.states) if s.mouth_open > 0.3]
-    assert opened[0] == speak_tick and opened[-1] <= silent_tick + 1
+    late = math.ceil(video_delay / FRAME)
+    assert opened[0] == speak_tick + late and opened[-1] <= silent_tick + late + 1
     assert rig.states[-1].mouth_open == 0.0
     assert sum(p.size for p in rig.audio.written) == rig.ticks * 1920 + 1920  # lead included
 

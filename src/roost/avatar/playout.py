@@ -3,7 +3,9 @@ lead, and shows the frame for the audio that is being played *now*, so picture a
 
 "Now" is `pushed - queued`: everything written to the audio output minus what it still holds.
 Speaking/silent changes and segment ends are reported when the audio concerned is played, not
-when it is queued. The outputs are small protocols, so this runs against fakes in tests.
+when it is queued; the frame drawn is that of the audio played `video_delay` ago, which makes
+up for the extra delay receivers give audio. The outputs are small protocols, so this runs
+against fakes in tests.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ log = logging.getLogger("roost.avatar")
 FRAME = 1.0 / FPS
 CHUNK = INPUT_RATE // FPS  # 640 samples of 16 kHz speech per video frame
 LEAD = 0.06  # seconds of audio kept queued ahead of the audio track
+# Frames show the audio played this long ago: receivers add more delay to audio (Opus framing,
+# the jitter buffer) than to video; measured with bench/avatar.py on loopback.
+VIDEO_DELAY = 0.03
 RESYNC = 0.25  # a tick this late restarts the clock instead of bursting
 
 
@@ -62,6 +67,7 @@ class Playout:
 
     def __init__(self, renderer: Renderer, animator: Animator, audio: AudioOut, video: VideoOut,
                  *, handle_silence: bool = True, lead: float = LEAD,
+                 video_delay: float = VIDEO_DELAY,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.renderer = renderer
         self.animator = animator
@@ -69,14 +75,16 @@ class Playout:
         self.video = video
         self.handle_silence = handle_silence
         self.lead = lead
+        self.video_delay = video_delay
         self.clock = clock
         self.speech = SpeechQueue()
         self.on_speaking: Callable[[bool], None] = lambda speaking: None
         self.on_segment_done: Callable[[int, float, bool], None] = lambda seg, pos, intr: None
         self.on_frame: Callable[[FaceState], None] = lambda state: None
         self._upsampler = Upsampler()
-        self._pending: collections.deque[_Chunk] = collections.deque()
-        self._current: _Chunk | None = None
+        self._pending: collections.deque[_Chunk] = collections.deque()  # not yet played
+        self._unseen: collections.deque[_Chunk] = collections.deque()  # not yet shown
+        self._current: _Chunk | None = None  # the chunk whose frame is shown
         self._ending: tuple[int, ...] = ()
         self._played: dict[int, int] = {}  # samples of each unfinished segment played so far
         self._pushed = 0.0
@@ -106,6 +114,7 @@ class Playout:
         self.audio.clear()
         self._upsampler.reset()
         self._pending.clear()
+        self._unseen.clear()
         self._pushed = 0.0  # everything written is played or gone: restart the timeline
         self._current = None
         for segment in list(self._played):
@@ -160,6 +169,9 @@ class Playout:
         now = self._pushed - self.audio.queued()
         while self._pending and self._pending[0].start <= now + 1e-6:
             self._emit(self._pending.popleft())
+        shown = now - self.video_delay
+        while self._unseen and self._unseen[0].start <= shown + 1e-6:
+            self._current = self._unseen.popleft()
         current = self._current
         opening, wide = (current.opening, current.wide) if current else (0.0, 0.5)
         state = self.animator.next(opening, wide)
@@ -176,8 +188,9 @@ class Playout:
         if pcm.size < CHUNK:
             pcm = np.concatenate([pcm, np.zeros(CHUNK - pcm.size, dtype=np.int16)])
         await self.audio.write(self._upsampler.process(pcm))
-        self._pending.append(_Chunk(self._pushed, speech, opening, wide, taken.parts,
-                                    taken.ended))
+        chunk = _Chunk(self._pushed, speech, opening, wide, taken.parts, taken.ended)
+        self._pending.append(chunk)
+        self._unseen.append(chunk)
         self._pushed += FRAME
 
     def _emit(self, chunk: _Chunk) -> None:
@@ -189,7 +202,6 @@ class Playout:
         for segment, samples in chunk.parts:
             if segment in self._played:
                 self._played[segment] += samples
-        self._current = chunk
         self._set_speaking(chunk.speech)
         if not chunk.speech and not self.speech and not any(c.speech for c in self._pending):
             self._drained.set()

@@ -66,6 +66,7 @@ class Avatar:
         self.on_participant_connected: Callable[[str], None] = lambda identity: None
         self.on_participant_disconnected: Callable[[str], None] = lambda identity: None
         self.on_disconnected: Callable[[], None] = lambda: None
+        self.on_failed: Callable[[str], None] = lambda reason: None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.room.on("participant_connected", self._participant_connected)
@@ -104,10 +105,10 @@ class Avatar:
                                                        "participant": local.identity})
 
     def _playout_ended(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("avatar playout failed", exc_info=task.exception(),
-                      extra={"room": self.room.name})
-            self._disconnected(0)
+        error = None if task.cancelled() else task.exception()
+        if error is not None and not self._closed:
+            log.error("avatar playout failed", exc_info=error, extra={"room": self.room.name})
+            self.on_failed(f"playout failed: {error!r}")
 
     def _participant_connected(self, participant: rc.RemoteParticipant) -> None:
         self.on_participant_connected(participant.identity)

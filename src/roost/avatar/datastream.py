@@ -180,6 +180,7 @@ class AgentsSession:
                                                      self.limits.join_timeout)
         avatar.on_participant_disconnected = self._participant_left
         avatar.on_disconnected = lambda: self._spawn_close("avatar was disconnected")
+        avatar.on_failed = lambda reason: self._spawn_close(f"avatar {reason}")
         self.input = AgentAudioInput(room, avatar.playout, self.agent_identity,
                                      self.limits.agent_max_streams)
         self.input.start()

@@ -43,6 +43,7 @@ class AvatarHandle(Protocol):
     playout: Playout
     on_participant_connected: Callable[[str], None]
     on_disconnected: Callable[[], None]
+    on_failed: Callable[[str], None]
 
     def remote_identities(self) -> list[str]: ...
 
@@ -92,6 +93,7 @@ class ComposeSession:
         playout.on_speaking = self._speaking
         avatar.on_participant_connected = self._participant_connected
         avatar.on_disconnected = self._avatar_left
+        avatar.on_failed = self._avatar_failed
 
     @property
     def closed(self) -> bool:
@@ -136,6 +138,10 @@ class ComposeSession:
             self._client_joined.set()
             if self.state == "open" and self._published:
                 self.state = "live"
+
+    def _avatar_failed(self, reason: str) -> None:
+        if not self.closed:
+            self._spawn(self.terminate(f"ERROR avatar {reason}"))
 
     def _avatar_left(self) -> None:
         if not self.closed:

@@ -54,6 +54,8 @@ class Negotiator:
                 self._answered.clear()
                 self._awaiting_answer = True
                 await self._send_offer()
+        except ConnectionError as exc:
+            log.debug("renegotiation skipped: %s", exc)  # the transport went away meanwhile
         except Exception:
             log.exception("renegotiation failed")
 

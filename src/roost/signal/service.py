@@ -16,11 +16,14 @@ from roost import ids
 from roost.auth import Claims, VideoGrant, issue_token
 from roost.config import Settings
 from roost.media.transport import PeerTransport
-from roost.room.manager import ResumeRefused, RoomManager
+from roost.room.manager import JoinResult, ResumeRefused, RoomManager
 from roost.room.participant import ClientParams, Participant, State
 from roost.room.room import JoinError, Reason, Room, leave_response
+from roost.routing import LocalRouter, Router, RoutingUnavailable
+from roost.signal.connection import SignalConnection, WebSocketConnection
 from roost.signal.handlers import Handlers
 from roost.signal.negotiation import Negotiator
+from roost.signal.relay import SignalRelay
 from roost.signal.session import SignalSession
 from roost.telemetry import observe_join_stage
 
@@ -33,10 +36,14 @@ RESUME_GRACE = 20.0  # seconds a participant whose socket dropped may take to re
 class SignalService:
     """Owns every SignalSession on this node."""
 
-    def __init__(self, settings: Settings, rooms: RoomManager) -> None:
+    def __init__(self, settings: Settings, rooms: RoomManager,
+                 router: Router | None = None) -> None:
         self.settings = settings
         self.rooms = rooms
-        self.node_id = ids.new_id(ids.NODE)
+        self.router: Router = router or LocalRouter(ids.new_id(ids.NODE))
+        self.node_id = self.router.node_id
+        bus = self.router.bus
+        self.relay = SignalRelay(self, self.router, bus) if bus is not None else None
         self.sessions: set[SignalSession] = set()
         self._grace: dict[str, asyncio.TimerHandle] = {}  # participant sid → removal timer
         self._refresh: dict[str, asyncio.Task[None]] = {}
@@ -47,21 +54,63 @@ class SignalService:
     async def connect(self, request: web.Request, claims: Claims, params: ClientParams, *,
                       attributes: dict[str, str] | None = None,
                       metadata: str | None = None) -> web.StreamResponse:
-        """Join (or resume) before upgrading, so refusals are HTTP errors; then serve."""
+        """Join (or resume) before upgrading, so refusals are HTTP errors; then serve.
+
+        With several nodes, a room hosted elsewhere is joined through the signal relay.
+        """
+        name = claims.video.room
+        if self.relay is not None and not self.rooms.draining and not self.hosts(name):
+            try:
+                node = await self.router.place(name)
+            except RoutingUnavailable as exc:
+                log.warning("cannot place room: %s", exc, extra={"room": name})
+                return web.Response(status=503, text=f"cannot place the room: {exc}")
+            if node.id != self.node_id:
+                return await self.relay.connect(request, node, claims, params,
+                                                attributes=attributes, metadata=metadata)
         try:
-            result = self.rooms.join(claims, params, attributes=attributes, metadata=metadata)
+            result = self.admit(claims, params, attributes=attributes, metadata=metadata)
         except ResumeRefused:
-            return await self._refuse_resume(request, params)
+            return await self.refuse_resume(request, params.protocol)
         except JoinError as exc:
             return web.Response(status=exc.status, text=str(exc))
+        ws = await self.upgrade(request)
+        await self.serve(WebSocketConnection(ws), result)
+        return ws
+
+    def hosts(self, room: str) -> bool:
+        """Whether `room` is open on this node."""
+        found = self.rooms.rooms.get(room)
+        return found is not None and not found.closed
+
+    async def room_exists(self, room: str) -> bool:
+        """Whether `room` is open on this node or, with several nodes, on any node."""
+        if self.hosts(room):
+            return True
+        try:
+            return await self.router.owner(room) is not None
+        except RoutingUnavailable:
+            return False
+
+    def admit(self, claims: Claims, params: ClientParams, *,
+              attributes: dict[str, str] | None = None,
+              metadata: str | None = None) -> JoinResult:
+        """Place a join in a room of this node (resume or new participant); may refuse."""
+        return self.rooms.join(claims, params, attributes=attributes, metadata=metadata)
+
+    async def upgrade(self, request: web.Request) -> web.WebSocketResponse:
+        """Accept the client's WebSocket with the signalling limits."""
         ws = web.WebSocketResponse(
             max_msg_size=self.settings.limit.signal_message_size,
             heartbeat=10.0,
             compress=True,
         )
         await ws.prepare(request)
-        room, participant = result.room, result.participant
-        session = SignalSession(self, ws, room, participant)
+        return ws
+
+    async def serve(self, conn: SignalConnection, result: JoinResult) -> None:
+        """Run an admitted participant's session on `conn` until the connection ends."""
+        session = SignalSession(self, conn, result.room, result.participant)
         session.handlers = Handlers(self, session)
         self.sessions.add(session)
         if result.resumed:
@@ -69,14 +118,13 @@ class SignalService:
         else:
             await self._start(session)
         await session.run()
-        return ws
 
-    async def _refuse_resume(self, request: web.Request,
-                             params: ClientParams) -> web.StreamResponse:
+    @staticmethod
+    async def refuse_resume(request: web.Request, protocol: int) -> web.StreamResponse:
+        """No session to resume: upgrade, ask for a full reconnect, close."""
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        msg = leave_response(Reason.STATE_MISMATCH, params.protocol,
-                             rtc.LeaveRequest.Action.RECONNECT)
+        msg = leave_response(Reason.STATE_MISMATCH, protocol, rtc.LeaveRequest.Action.RECONNECT)
         await ws.send_bytes(msg.SerializeToString())
         await ws.close()
         return ws
@@ -111,7 +159,7 @@ class SignalService:
         if isinstance(old, SignalSession) and old is not session:
             old.closed = True
             with contextlib.suppress(Exception):
-                await old.ws.close()
+                await old.conn.close()
         log.info("participant resuming", extra={**room.log_extra(), **p.log_extra()})
         reconnect = rtc.SignalResponse()
         reconnect.reconnect.server_info.CopyFrom(session.server_info())
@@ -163,7 +211,8 @@ class SignalService:
 
     async def send_subscriber_offer(self, p: Participant, room: Room) -> None:
         transport = p.subscriber
-        if transport is None or p.state == State.DISCONNECTED:
+        if transport is None or p.state == State.DISCONNECTED \
+                or transport.state in ("failed", "closed"):
             return
         restart, p.ice_restart_pending = p.ice_restart_pending, False
         sdp = await transport.create_offer(ice_restart=restart)
@@ -252,9 +301,24 @@ class SignalService:
         room.remove(p, reason)
         self._forget(p)
 
+    def evict(self, name: str) -> None:
+        """Another node holds this room: ask everyone here to rejoin (and land there)."""
+        room = self.rooms.rooms.get(name)
+        if room is None:
+            return
+        for p in list(room.participants.values()):
+            p.send(leave_response(Reason.MIGRATION, p.params.protocol,
+                                  rtc.LeaveRequest.Action.RECONNECT))
+            if p.session is not None:
+                p.session.close("room moved to another node")
+            room.remove(p, Reason.MIGRATION, send_leave=False)
+        self.rooms.delete_room(name, Reason.MIGRATION)
+
     async def drain(self, deadline: float) -> None:
         """Refuse new joins, tell everyone to leave, wait for sockets to close."""
         self.rooms.draining = True
+        if self.relay is not None:
+            await self.relay.close_all()
         for name in list(self.rooms.rooms):
             self.rooms.delete_room(name, Reason.SERVER_SHUTDOWN)
         if self.sessions:
@@ -263,5 +327,5 @@ class SignalService:
                 await asyncio.wait_for(self._all_closed.wait(), deadline)
         for session in list(self.sessions):
             with contextlib.suppress(Exception):
-                await session.ws.close()
+                await session.conn.close()
 

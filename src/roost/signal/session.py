@@ -1,4 +1,4 @@
-"""SignalSession: one client's signalling WebSocket, its send queue, pings and lifetime."""
+"""SignalSession: one client's signalling connection, its send queue, pings and lifetime."""
 
 from __future__ import annotations
 
@@ -9,12 +9,16 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-from aiohttp import web
 from livekit.protocol import models, rtc
 
 from roost import PROTOCOL_SERVER_VERSION, SERVER_PROTOCOL
 from roost.signal.codec import FrameError, decode_request, encode_response
+from roost.signal.connection import (
+    CLOSE_GOING_AWAY,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_UNSUPPORTED_DATA,
+    SignalConnection,
+)
 
 if TYPE_CHECKING:
     from roost.room.participant import Participant
@@ -29,12 +33,12 @@ _CLOSE = object()
 
 
 class SignalSession:
-    """Reads SignalRequests from one WebSocket and writes SignalResponses to it."""
+    """Reads SignalRequests from one connection and writes SignalResponses to it."""
 
-    def __init__(self, service: SignalService, ws: web.WebSocketResponse, room: Room,
+    def __init__(self, service: SignalService, conn: SignalConnection, room: Room,
                  participant: Participant) -> None:
         self.service = service
-        self.ws = ws
+        self.conn = conn
         self.room = room
         self.participant = participant
         self.as_json = False
@@ -67,7 +71,7 @@ class SignalSession:
     def _abort(self, reason: str) -> None:
         self.closed = True
         task = asyncio.get_running_loop().create_task(
-            self.ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION, message=reason.encode()))
+            self.conn.close(CLOSE_POLICY_VIOLATION, reason))
         self._tasks.append(task)
 
     def _extra(self) -> dict[str, str]:
@@ -98,7 +102,7 @@ class SignalSession:
 
     # -- running -------------------------------------------------------------
     async def run(self) -> None:
-        """Serve the socket until it closes; the caller has already sent the first message."""
+        """Serve the connection until it closes; the caller has already sent the first message."""
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._writer()))
         self._tasks.append(loop.create_task(self._worker()))
@@ -117,39 +121,33 @@ class SignalSession:
             for task in self._tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            if not self.ws.closed:
+            if not self.conn.closed:
                 with contextlib.suppress(Exception):
-                    await self.ws.close()
+                    await self.conn.close()
             self.service.session_ended(self)
 
     async def _reader(self) -> None:
-        async for msg in self.ws:
-            if msg.type == aiohttp.WSMsgType.BINARY:
-                self.as_json = False
-                data: bytes | str = msg.data
-            elif msg.type == aiohttp.WSMsgType.TEXT:
-                self.as_json = True
-                data = msg.data
-            elif msg.type == aiohttp.WSMsgType.ERROR:
-                log.info("websocket error: %s", self.ws.exception(), extra=self._extra())
+        while True:
+            data = await self.conn.receive()
+            if data is None:
+                error = self.conn.describe_error()
+                if error:
+                    log.info("%s", error, extra=self._extra())
                 return
-            else:
-                continue
+            self.as_json = isinstance(data, str)
             self.last_seen = time.monotonic()
             try:
                 request = decode_request(data)
             except FrameError as exc:
                 log.info("closing session: %s", exc, extra=self._extra())
-                await self.ws.close(code=aiohttp.WSCloseCode.UNSUPPORTED_DATA,
-                                    message=str(exc)[:120].encode())
+                await self.conn.close(CLOSE_UNSUPPORTED_DATA, str(exc))
                 return
             if not self._answer_ping(request):
                 try:
                     self._requests.put_nowait(request)
                 except asyncio.QueueFull:
                     log.warning("client floods requests, closing", extra=self._extra())
-                    await self.ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION,
-                                        message=b"too many pending requests")
+                    await self.conn.close(CLOSE_POLICY_VIOLATION, "too many pending requests")
                     return
 
     def _answer_ping(self, request: rtc.SignalRequest) -> bool:
@@ -183,16 +181,12 @@ class SignalSession:
         while True:
             item = await self._queue.get()
             if item is _CLOSE:
-                await self.ws.close()
+                await self.conn.close()
                 return
             assert isinstance(item, rtc.SignalResponse)
             try:
-                frame = encode_response(item, self.as_json)
-                if isinstance(frame, str):
-                    await self.ws.send_str(frame)
-                else:
-                    await self.ws.send_bytes(frame)
-            except (ConnectionError, RuntimeError, aiohttp.ClientError):
+                await self.conn.send(encode_response(item, self.as_json))
+            except ConnectionError:
                 return
 
     async def _watchdog(self) -> None:
@@ -202,5 +196,5 @@ class SignalSession:
             await asyncio.sleep(min(timeout / 3, 2.0))
             if time.monotonic() - self.last_seen > timeout:
                 log.info("signal ping timeout", extra=self._extra())
-                await self.ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"ping timeout")
+                await self.conn.close(CLOSE_GOING_AWAY, "ping timeout")
                 return

@@ -12,8 +12,10 @@ import logging
 from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
+from livekit.protocol import room as room_pb
 
 from roost.api.errors import TwirpError, bad_route
+from roost.api.forward import ApiForwarder
 from roost.api.roomservice import RoomService
 from roost.auth import AuthError, Claims, TokenVerifier
 from roost.config import Settings
@@ -66,10 +68,12 @@ class RoomServiceAPI:
         self.verifier = verifier
         self.service = RoomService(settings, rooms, signal)
         self.methods = self.service.methods()
+        self.forwarder = ApiForwarder(signal.router)
 
     def add_routes(self, app: web.Application) -> None:
         """Register every path under /twirp/ (unknown ones answer Twirp `bad_route`)."""
         app.router.add_route("*", PREFIX + "/{route:.*}", self.handle)
+        app.on_cleanup.append(self.forwarder.close)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """One Twirp call: limits and auth first, then decode, dispatch and encode."""
@@ -123,8 +127,14 @@ class RoomServiceAPI:
         request_type, implementation = entry
         message = request_type()
         decode(message, body, content_type)
+        node = await self.forwarder.target(method, message, request)
+        if node is not None:  # the room lives on another node
+            return await self.forwarder.forward(node, request, body)
         try:
             result = await implementation(claims, message)
+            if isinstance(result, room_pb.ListRoomsResponse) \
+                    and isinstance(message, room_pb.ListRoomsRequest):
+                result = await self.forwarder.list_rooms(result, message, request)
         except TwirpError:
             raise
         except Exception as exc:

@@ -171,10 +171,9 @@ class RTCEndpoints:
             conn = validate(request, self.verifier, self.settings)
         except HTTPRefusal as refusal:
             return refusal.response()
-        rooms = self.service.rooms
         name = conn.claims.video.room
-        if not conn.params.reconnect and name not in rooms.rooms \
-                and not self.settings.room.auto_create and not conn.claims.video.room_create:
+        if not conn.params.reconnect and not self.settings.room.auto_create \
+                and not conn.claims.video.room_create and not await self.service.room_exists(name):
             return HTTPRefusal(404, "requested room does not exist").response()
         return web.Response(text="success", headers={"Access-Control-Allow-Origin": "*"})
 

@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from roost import ids
 from roost.auth import TokenVerifier
 from roost.config import Settings
 from roost.edge.metrics import Metrics
 from roost.edge.rtc import RTCEndpoints
 from roost.room.manager import RoomManager
+from roost.room.participant import Participant
+from roost.room.room import Room
+from roost.routing import LocalLoad, make_router
 from roost.signal.service import SignalService
 
 log = logging.getLogger("roost.server")
@@ -43,6 +48,20 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
+def node_url(settings: Settings) -> str:
+    """The HTTP address other nodes reach this one at (node_ip, a bind address, the host)."""
+    host = settings.rtc.node_ip or next(
+        (a for a in settings.bind_addresses if a not in ("", "0.0.0.0", "::")), "")
+    if not host:
+        try:
+            host = socket.gethostbyname(socket.gethostname())
+        except OSError:
+            host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
+
+
 class RoostServer:
     """One roost node: the HTTP edge over a RoomManager and a SignalService."""
 
@@ -50,7 +69,11 @@ class RoostServer:
         self.settings = settings
         self.verifier = TokenVerifier(settings.keys)
         self.rooms = RoomManager(settings)
-        self.signal = SignalService(settings, self.rooms)
+        self.router = make_router(settings.redis, ids.new_id(ids.NODE), node_url(settings),
+                                  self._load)
+        self.signal = SignalService(settings, self.rooms, self.router)
+        self.router.on_conflict = self.signal.evict
+        self.rooms.listeners.append(self._room_event)
         self.app = web.Application(middlewares=[cors],
                                    client_max_size=settings.limit.api_body_size)
         self.app.router.add_get("/", self.health)
@@ -71,6 +94,16 @@ class RoostServer:
         self._runner: web.AppRunner | None = None
         self.bound_ports: list[int] = []
 
+    def _load(self) -> LocalLoad:
+        rooms = [r for r in self.rooms.rooms.values() if not r.closed]
+        return LocalLoad(rooms=[r.name for r in rooms],
+                         participants=sum(len(r.participants) for r in rooms))
+
+    def _room_event(self, event: str, room: Room, participant: Participant | None,
+                    track: object) -> None:
+        if event == "room_finished":
+            self.router.room_closed(room.name)
+
     async def health(self, request: web.Request) -> web.Response:
         if self.rooms.draining:
             return web.Response(status=406, text="Not Ready")
@@ -86,12 +119,15 @@ class RoostServer:
             await site.start()
         log.info("roost listening on %s port %d (node %s)", ",".join(self.settings.bind_addresses),
                  self.settings.port, self.signal.node_id)
+        await self.router.start()
 
     async def stop(self) -> None:
         """Drain: refuse joins, send everyone a leave, wait up to the deadline, then exit."""
         log.info("draining (deadline %.0fs)", self.settings.drain_timeout)
+        await self.router.set_draining()
         await self.signal.drain(self.settings.drain_timeout)
         await self.rooms.stop()
+        await self.router.stop()
         if self.webhooks is not None:
             await self.webhooks.stop(WEBHOOK_FLUSH_DEADLINE)
         if self._runner is not None:

@@ -66,6 +66,16 @@ async def test_token_needs_the_compose_api_key(server: RoostServer, key: str) ->
     assert body["session_token"] == "FAIL TOKEN" and "x-simli-api-key" in body["detail"]
 
 
+async def test_configured_compose_key_replaces_the_dev_key(
+        start_server: Callable[..., RoostServer], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIVEKIT_CONFIG", "compose_api_key: my-compose-key")
+    server = start_server()
+    async with http_session() as http:
+        refused, _ = await request_token(http, server.http_url)
+        accepted, body = await request_token(http, server.http_url, key="my-compose-key")
+    assert (refused, accepted) == (401, 200) and body["session_token"] != "FAIL TOKEN"
+
+
 @pytest.mark.parametrize(("body", "complaint"), [
     ({"faceId": None}, "faceId"),
     ({"faceId": "no-such-face"}, "unknown faceId"),

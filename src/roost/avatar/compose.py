@@ -70,6 +70,11 @@ class ComposeService:
         app.router.add_get("/compose/webrtc/livekit", self.websocket)
         app.router.add_post("/integrations/livekit/agents", self.agents)
         app.on_shutdown.append(self._shutdown)
+        if self.compose_key == DEV_COMPOSE_API_KEY:
+            log.info("compose API: dev mode key %r (send it as %s)", DEV_COMPOSE_API_KEY,
+                     API_KEY_HEADER)
+        elif not self.compose_key:
+            log.info("compose API disabled: no compose_api_key configured")
 
     # ---- POST /compose/token ------------------------------------------------------
 
@@ -111,7 +116,14 @@ class ComposeService:
             await ws.send_str(refusal)
             await ws.close()
             return ws
-        session = await self._open_session(redeemed.session_id, redeemed.request, ws, request)
+        try:
+            session = await self._open_session(redeemed.session_id, redeemed.request, ws,
+                                               request)
+        except Exception as exc:  # a session that cannot start ends alone, with its reason
+            log.exception("compose session could not start")
+            await ws.send_str(f"ERROR could not start the session: {exc or type(exc).__name__}")
+            await ws.close()
+            return ws
         try:
             await session.start()
             async for msg in ws:

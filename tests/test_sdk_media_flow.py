@@ -21,7 +21,8 @@ def test_two_publishers_reach_a_third_participant_on_the_right_tracks(
 
 
 def test_selective_subscription_delivers_only_what_was_asked_for(server: RoostServer) -> None:
-    run_scenario(f"{SCENARIOS}:selective_subscription", server.info)
+    result = run_scenario(f"{SCENARIOS}:selective_subscription", server.info)
+    assert abs(result["pitch_hz"] - 440) < 15 and abs(result["second_pitch_hz"] - 660) < 15
 
 
 def test_revoked_permission_stops_the_media_and_a_grant_restores_it(

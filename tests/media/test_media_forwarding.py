@@ -347,7 +347,9 @@ async def test_publishers_get_receiver_reports_and_remb(rigs: list[Rig]) -> None
     assert rig.up.loss_fraction == pytest.approx(0.1, abs=0.01)
 
 
-async def test_removed_track_goes_inactive_and_stops(rigs: list[Rig]) -> None:
+async def test_removed_track_goes_inactive_stops_and_its_section_is_reused(
+    rigs: list[Rig],
+) -> None:
     rig = await open_rig(lambda p: audio_offer(p, cid="mic", ssrc=PUB_SSRC))
     rigs.append(rig)
     rig.pub.peer.send_rtp(opus(0))
@@ -363,6 +365,18 @@ async def test_removed_track_goes_inactive_and_stops(rigs: list[Rig]) -> None:
     await until(lambda: rig.up.packets_in == 2)
     await asyncio.sleep(0.05)
     assert len(rig.sub.rtp) == 1 and rig.up.downs == []
+
+    # The next audio track reuses the inactive m-line instead of growing the SDP.
+    again = rig.sub_t.add_track(rig.up, track_sid="TR_again", stream_id="PA_pub|TR_again")
+    offer = parse(await within(rig.sub_t.create_offer()))
+    assert [m.mid for m in offer.media] == [m.mid for m in rig.offers[0].media]
+    section = offer.media_by_mid(mid)
+    assert section is not None and section.direction == "sendonly"
+    assert section.msid == [("PA_pub|TR_again", "TR_again")] and again.mid == mid
+    await within(rig.sub_t.handle_answer(str(answer_offer(offer, rig.sub.peer))))
+    rig.pub.peer.send_rtp(opus(2))
+    await until(lambda: len(rig.sub.rtp) == 2)
+    assert parse_header(rig.sub.rtp[-1]).ssrc == again.ssrc != rig.down.ssrc
 
 
 async def test_a_reoffer_that_stops_sending_ends_the_track(rigs: list[Rig]) -> None:

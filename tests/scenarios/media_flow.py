@@ -202,33 +202,50 @@ async def two_publishers_reach_a_third(srv: dict[str, str]) -> dict[str, Any]:
 
 
 async def selective_subscription(srv: dict[str, str]) -> dict[str, Any]:
-    """Carol (auto_subscribe off) gets Alice's track only after set_subscribed(True)."""
+    """Carol (auto_subscribe off) gets a track only after set_subscribed(True).
+
+    She takes Alice's track, drops it, then takes Bob's: roost puts Bob's track on the
+    m-line Alice's left inactive, and Carol hears Bob's pitch on it.
+    """
     rooms = Rooms(srv)
-    tone = Tone(440)
-    ear: Ear | None = None
+    tones = {"alice": Tone(440), "bob": Tone(660)}
+    ears: list[Ear] = []
     try:
         carol = rooms.new()
         events = EventLog(carol, *EVENTS, label="carol")
         await rooms.join("carol", "pick", room=carol, options=rtc.RoomOptions(auto_subscribe=False))
-        alice = await rooms.join("alice", "pick")
-        published = await tone.publish(alice)
-        _, _ = await events.wait("track_published", timeout=15)
+        published = {who: await tone.publish(await rooms.join(who, "pick"))
+                     for who, tone in tones.items()}
+        for tone in tones.values():
+            tone.burst(60)
+        await events.wait("track_published", lambda p, who: who.identity == "bob", timeout=15)
         await asyncio.sleep(1.5)
         assert events.count("track_subscribed") == 0, "subscribed although auto_subscribe=False"
-        remote_pub = carol.remote_participants["alice"].track_publications[published.sid]
-        remote_pub.set_subscribed(True)
+
+        def remote(who: str) -> rtc.RemoteTrackPublication:
+            return carol.remote_participants[who].track_publications[published[who].sid]
+
+        remote("alice").set_subscribed(True)
         track, _, _ = await events.wait("track_subscribed", timeout=10)
-        ear = Ear(track, "carol<-alice")
-        tone.burst(2.0)
-        await _wait_heard([ear], 1.0, timeout=8)
-        _check(ear, 440)
-        remote_pub.set_subscribed(False)
+        ears.append(Ear(track, "carol<-alice"))
+        await _wait_heard(ears, 1.0, timeout=8)
+        _check(ears[0], 440)
+        first_pitch = ears[0].pitch
+        remote("alice").set_subscribed(False)
         await events.wait("track_unsubscribed", timeout=10)
-        return {"pitch_hz": round(ear.pitch, 1)}
+        await asyncio.sleep(1.0)  # the section goes inactive and Carol answers that
+        remote("bob").set_subscribed(True)
+        track, _, _ = await events.wait(
+            "track_subscribed", lambda t, p, who: who.identity == "bob", timeout=10)
+        ears.append(Ear(track, "carol<-bob"))
+        await _wait_heard(ears[1:], 1.0, timeout=8)
+        _check(ears[1], 660)
+        return {"pitch_hz": round(first_pitch, 1), "second_pitch_hz": round(ears[1].pitch, 1)}
     finally:
-        if ear is not None:
-            await ear.close()
-        await tone.close()
+        for e in ears:
+            await e.close()
+        for tone in tones.values():
+            await tone.close()
         await rooms.close()
 
 

@@ -67,6 +67,8 @@ class SubscriberDownTrack:
         self.enabled = True
         self.removed = False
         self.rejected = False
+        self.offered_inactive = False  # an offer carried this section as inactive
+        self.inactive_acked = False  # ...and the subscriber answered it: the mid is reusable
         self.max_quality = 2
         self.nacks_in = 0
         self.plis_in = 0

@@ -133,21 +133,48 @@ class TrackBook:
             down.deactivate()
 
     def offer_sections(self, sections: list[MediaSection]) -> None:
-        """Append a sendonly m-line for every down-track added since the last offer."""
+        """Give every down-track added since the last offer a sendonly m-line.
+
+        A section whose track was removed, and whose going inactive the subscriber has
+        already answered, is reused for another track of the same kind (the client then
+        sees a new track on the old transceiver); otherwise a new section is appended. A
+        track is never put back on its own old section: the Rust SDK sees no new track
+        there (same stream and track ids), so a re-subscription gets a fresh m-line.
+        """
+        for down in self.by_mid.values():
+            if down.removed:
+                down.offered_inactive = True
         used = {m.mid for m in sections}
         for down in self.pending:
-            n = len(sections)
-            while str(n) in used:
-                n += 1
-            mid = str(n)
-            used.add(mid)
-            sections.append(down.offer_section(mid, self.payload_types))
+            index = self._reusable(sections, down)
+            if index is not None:
+                mid = sections[index].mid or ""
+                sections[index] = down.offer_section(mid, self.payload_types)
+            else:
+                n = len(sections)
+                while str(n) in used:
+                    n += 1
+                mid = str(n)
+                used.add(mid)
+                sections.append(down.offer_section(mid, self.payload_types))
             self.by_mid[mid] = down
         self.pending = []
+
+    def _reusable(self, sections: list[MediaSection], down: SubscriberDownTrack) -> int | None:
+        for i, m in enumerate(sections):
+            old = self.by_mid.get(m.mid or "")
+            if (old is not None and old.inactive_acked and m.kind == down.kind
+                    and m.port != 0 and old.track_sid != down.track_sid):
+                return i
+        return None
 
     def apply_answer(self, answer: SessionDescription) -> None:
         """Start forwarding on the sections the subscriber accepted."""
         for m in answer.media:
             down = self.by_mid.get(m.mid or "")
-            if down is not None and down.engine is None and not down.removed:
+            if down is None:
+                continue
+            if down.removed:
+                down.inactive_acked = down.offered_inactive
+            elif down.engine is None:
                 down.bind(m)

@@ -48,7 +48,9 @@ async def test_manual_subscription_and_active_speakers(server: RoostServer) -> N
         track = rc.LocalAudioTrack.create_audio_track("mic", source)
         publication = await alice.local_participant.publish_track(
             track, rc.TrackPublishOptions(source=rc.TrackSource.SOURCE_MICROPHONE))
-        feeder = asyncio.ensure_future(_tone(source))
+        # silence flows until the tone starts: speaker changes are deltas sent to subscribers
+        # only, so bob must be subscribed before alice starts to speak
+        feeder: asyncio.Future[None] | None = None
         try:
             (remote_pub, who) = await events.wait("track_published", timeout=15)
             assert (remote_pub.sid, who.identity) == (publication.sid, "alice")
@@ -59,6 +61,7 @@ async def test_manual_subscription_and_active_speakers(server: RoostServer) -> N
             remote_pub.set_subscribed(True)
             (remote, pub, _) = await events.wait("track_subscribed", timeout=15)
             assert pub is remote_pub and remote_pub.subscribed
+            feeder = asyncio.ensure_future(_tone(source))
             assert await asyncio.wait_for(_loud_frames(remote, 10), 15) == 10
             await events.wait(
                 "active_speakers_changed", lambda s: any(p.identity == "alice" for p in s),
@@ -69,7 +72,8 @@ async def test_manual_subscription_and_active_speakers(server: RoostServer) -> N
             (gone, pub, _) = await events.wait("track_unsubscribed", timeout=15)
             assert gone is remote and not remote_pub.subscribed and remote_pub.track is None
         finally:
-            feeder.cancel()
+            if feeder is not None:
+                feeder.cancel()
 
 
 async def test_audio_stream_from_participant_binds_to_the_next_track(server: RoostServer) -> None:

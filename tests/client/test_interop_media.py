@@ -147,3 +147,21 @@ async def test_media_between_two_roost_clients(server: RoostServer) -> None:
         finally:
             tone.cancel()
             colour.cancel()
+
+
+async def test_h264_video_between_two_roost_clients(server: RoostServer) -> None:
+    async with joined(server, "alice", "media-h264") as alice, \
+            joined(server, "bob", "media-h264") as bob:
+        events = Recorder(bob, "track_subscribed")
+        source = rc.VideoSource(320, 240)
+        track = rc.LocalVideoTrack.create_video_track("camera", source)
+        feeder = asyncio.ensure_future(_colour(source, (0, 200, 0)))
+        try:
+            await alice.local_participant.publish_track(track, rc.TrackPublishOptions(
+                source=rc.TrackSource.SOURCE_CAMERA, video_codec=rc.VideoCodec.H264))
+            (remote, publication, _) = await events.wait("track_subscribed", timeout=20)
+            assert publication.mime_type.lower() == "video/h264"
+            width, height, (r, g, b) = await asyncio.wait_for(_picture(remote, 5), 20)
+            assert (width, height) == (320, 240) and g > 150 and r < 80 and b < 80
+        finally:
+            feeder.cancel()

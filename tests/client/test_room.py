@@ -146,3 +146,15 @@ async def test_dtmf_and_large_rpc_between_roost_clients(server: RoostServer) -> 
         big = "abcdefghij" * 4_000  # 40 KB: over data streams (client_protocol 1 on both)
         assert await alice.local_participant.perform_rpc(
             destination_identity="bob", method="upper", payload=big) == big.upper()
+
+
+async def test_an_oversized_incoming_stream_fails_with_stream_error(server: RoostServer) -> None:
+    async with joined(server, "alice", ROOM) as alice, joined(server, "bob", ROOM) as bob:
+        await wait_until(lambda: "bob" in alice.remote_participants, what="bob")
+        bob._streams.max_bytes = 100_000
+        readers: asyncio.Queue[rc.ByteStreamReader] = asyncio.Queue()
+        bob.register_byte_stream_handler("f", lambda reader, sender: readers.put_nowait(reader))
+        await alice.local_participant.send_bytes(b"x" * 150_000, topic="f")
+        reader = await asyncio.wait_for(readers.get(), 10)
+        with pytest.raises(rc.StreamError, match="exceeds"):
+            await asyncio.wait_for(reader.read_all(), 10)

@@ -20,6 +20,8 @@ from livekit.protocol import models
 log = logging.getLogger("roost.client.streams")
 
 STREAM_CHUNK_SIZE = 15_000
+MAX_STREAM_BYTES = 64 << 20  # an incoming stream larger than this fails with StreamError
+MAX_OPEN_STREAMS = 1_000  # unfinished incoming streams kept at once (oldest fail first)
 TEXT_MIME = "text/plain"
 BYTES_MIME = "application/octet-stream"
 
@@ -161,9 +163,10 @@ ByteStreamHandler = Callable[[ByteStreamReader, str], None]
 class StreamReceiver:
     """Routes stream packets to readers and new streams to the handler of their topic."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int = MAX_STREAM_BYTES) -> None:
         self.text_handlers: dict[str, TextStreamHandler] = {}
         self.byte_handlers: dict[str, ByteStreamHandler] = {}
+        self.max_bytes = max_bytes
         self._open: dict[str, tuple[_Reader, BaseStreamInfo, int]] = {}
 
     def on_packet(self, packet: models.DataPacket) -> None:
@@ -172,9 +175,18 @@ class StreamReceiver:
         if which == "stream_header":
             self._on_header(packet.stream_header, packet.participant_identity)
         elif which == "stream_chunk":
-            entry = self._open.get(packet.stream_chunk.stream_id)
-            if entry is not None:
-                entry[0]._push(bytes(packet.stream_chunk.content))
+            chunk = packet.stream_chunk
+            entry = self._open.get(chunk.stream_id)
+            if entry is None:
+                return
+            reader, info, received = entry
+            received += len(chunk.content)
+            if received > self.max_bytes:
+                self._open.pop(chunk.stream_id, None)
+                reader._push(StreamError(f"stream exceeds {self.max_bytes} bytes"))
+                return
+            self._open[chunk.stream_id] = (reader, info, received)
+            reader._push(bytes(chunk.content))
         elif which == "stream_trailer":
             trailer = packet.stream_trailer
             entry = self._open.pop(trailer.stream_id, None)
@@ -218,6 +230,9 @@ class StreamReceiver:
             reader._push(content)
             reader._push(None)
         else:
+            if len(self._open) >= MAX_OPEN_STREAMS:
+                oldest = next(iter(self._open))
+                self._open.pop(oldest)[0]._push(StreamError("too many unfinished streams"))
             self._open[header.stream_id] = (reader, info, 0)
         call()
 

@@ -106,7 +106,7 @@ class RtpSession:
         """DTLS is up: keys are known and datagrams can go out."""
         self._unprotect = srtp.rx.unprotect
         self._unprotect_rtcp = srtp.rx.unprotect_rtcp
-        self._protect = srtp.tx.protect
+        self._protect = srtp.tx.protector()
         self._protect_rtcp = srtp.tx.protect_rtcp
         self._sendto = sendto
         MediaClock.get().add(self)

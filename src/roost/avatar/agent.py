@@ -23,6 +23,7 @@ log = logging.getLogger("roost.avatar")
 AUDIO_QUEUE_MS = 1000  # AudioSource bound; the playout keeps ~60 ms in it
 AUDIO_TRACK = "avatar-audio"
 VIDEO_TRACK = "avatar-video"
+MEDIA_STREAM = "avatar"
 
 
 class _SourceAudio:
@@ -94,10 +95,12 @@ class Avatar:
         local = self.room.local_participant
         audio = rc.LocalAudioTrack.create_audio_track(AUDIO_TRACK, self.audio_source)
         video = rc.LocalVideoTrack.create_video_track(VIDEO_TRACK, self.video_source)
+        # one `stream` for both: servers that map it into the msid let receivers lip-sync them
         await local.publish_track(audio, rc.TrackPublishOptions(
-            source=rc.TrackSource.SOURCE_MICROPHONE, dtx=False))
+            source=rc.TrackSource.SOURCE_MICROPHONE, dtx=False, stream=MEDIA_STREAM))
         await local.publish_track(video, rc.TrackPublishOptions(
-            source=rc.TrackSource.SOURCE_CAMERA, video_codec=rc.VideoCodec.VP8))
+            source=rc.TrackSource.SOURCE_CAMERA, video_codec=rc.VideoCodec.VP8,
+            stream=MEDIA_STREAM))
         if not self._closed:
             self._task = asyncio.create_task(self.playout.run(), name="avatar-playout")
             self._task.add_done_callback(self._playout_ended)

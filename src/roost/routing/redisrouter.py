@@ -226,9 +226,18 @@ class RedisRouter:
                 ids = sorted(set(self._nodes) | {self.node_id})
                 pipe = self.redis.pipeline(transaction=False)
                 pipe.get(key)
+                pipe.smembers(NODES)
                 pipe.mget([NODE_KEY + i for i in ids])
                 pipe.mget([PENDING_KEY + i for i in ids])
-                owner_raw, infos, pending_raw = await pipe.execute()
+                owner_raw, members, infos, pending_raw = await pipe.execute()
+                new = sorted({_text(m) for m in members} - set(ids))
+                if new:  # nodes that joined since the last heartbeat: one more round trip
+                    pipe = self.redis.pipeline(transaction=False)
+                    pipe.mget([NODE_KEY + i for i in new])
+                    pipe.mget([PENDING_KEY + i for i in new])
+                    more_infos, more_pending = await pipe.execute()
+                    ids, infos = ids + new, infos + more_infos
+                    pending_raw = pending_raw + more_pending
                 nodes = {i: NodeInfo.from_json(v) for i, v in zip(ids, infos, strict=True) if v}
                 pending = {i: int(v or 0) for i, v in zip(ids, pending_raw, strict=True)}
                 if owner_raw is not None:

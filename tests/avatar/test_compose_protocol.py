@@ -212,6 +212,16 @@ async def test_max_idle_time_gets_closing(server: RoostServer) -> None:
     assert "max idle time" in text
 
 
+async def test_server_shutdown_gets_closing(server: RoostServer) -> None:
+    async with http_session() as http:
+        sock = await open_session(http, server)
+        await sock.join_info()
+        await sock.wait_text("START", 15)
+        await asyncio.to_thread(server.stop)
+        text = await assert_terminated(sock, "CLOSING")
+    assert "shutting down" in text or "disconnected" in text
+
+
 # -- DONE, keep-alive, isolation, release -------------------------------------------------
 
 async def test_done_with_nothing_queued_stops_and_closes(server: RoostServer) -> None:

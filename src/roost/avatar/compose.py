@@ -4,27 +4,32 @@ and `POST /integrations/livekit/agents` (what `livekit-plugins-simli` calls).
 The compose API key comes in `x-simli-api-key`: `Settings.compose_api_key`, or in `--dev` mode
 `simli-dev-key` when none is set. Each WebSocket session gets its own room (created on demand),
 a client token and an avatar (kind AGENT) that joins through `roost.client`.
+
+The media side (numpy, PyAV: the `client` extra) is imported when the first session starts, so
+a server installed without it still starts; its token endpoint then answers 503.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import importlib.util
 import json
 import logging
 import secrets
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import WSMsgType, web
 
 from roost.auth import VideoGrant, issue_token
-from roost.avatar.agent import Avatar
-from roost.avatar.datastream import AgentsSession
 from roost.avatar.faces import get_face
 from roost.avatar.limits import DEV_COMPOSE_API_KEY, ComposeLimits
-from roost.avatar.session import ComposeSession, JoinInfo
 from roost.avatar.tokens import RequestError, SessionRequest, SessionTokens, TokenError
 from roost.config import Settings
+
+if TYPE_CHECKING:
+    from roost.avatar.datastream import AgentsSession
+    from roost.avatar.session import ComposeSession
 
 log = logging.getLogger("roost.avatar")
 
@@ -32,6 +37,7 @@ API_KEY_HEADER = "x-simli-api-key"
 FAIL_TOKEN = "FAIL TOKEN"
 AVATAR_IDENTITY = "roost-avatar"
 _WILDCARDS = ("", "0.0.0.0", "::")
+MEDIA_MODULES = ("numpy", "av")
 
 
 class RoomHost(Protocol):
@@ -87,6 +93,9 @@ class ComposeService:
                               "(set compose_api_key)")
         if not hmac.compare_digest(given.encode(), expected.encode()):
             return _fail(401, f"invalid {API_KEY_HEADER}")
+        missing = [m for m in MEDIA_MODULES if importlib.util.find_spec(m) is None]
+        if missing:
+            return _fail(503, f"the avatar needs {', '.join(missing)}: install roost[client]")
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
@@ -143,6 +152,9 @@ class ComposeService:
 
     async def _open_session(self, session_id: str, req: SessionRequest, ws: web.WebSocketResponse,
                             request: web.Request) -> ComposeSession:
+        from roost.avatar.agent import Avatar
+        from roost.avatar.session import ComposeSession, JoinInfo
+
         face = get_face(req.face_id)
         assert face is not None  # checked when the token was issued
         room = f"compose-{session_id}"
@@ -198,6 +210,9 @@ class ComposeService:
             return web.json_response({"detail": str(exc)}, status=401)
         if len(self.sessions) >= self.limits.max_sessions:
             return web.json_response({"detail": "server busy"}, status=503)
+        from roost.avatar.agent import Avatar
+        from roost.avatar.datastream import AgentsSession
+
         req = redeemed.request
         face = get_face(req.face_id)
         assert face is not None
@@ -234,10 +249,14 @@ class ComposeService:
         return f"ws://{host}:{self.settings.port}"
 
     async def _shutdown(self, app: web.Application) -> None:
-        sessions = list(self.sessions.values())
+        if not self.sessions:
+            return
+        from roost.avatar.session import ComposeSession
+
         await asyncio.gather(*(
             s.terminate("CLOSING server shutting down") if isinstance(s, ComposeSession)
-            else s.close("server shutting down") for s in sessions), return_exceptions=True)
+            else s.close("server shutting down") for s in list(self.sessions.values())),
+            return_exceptions=True)
 
 
 def _strings(body: Any, *names: str) -> tuple[str, ...] | None:

@@ -195,7 +195,7 @@ class SignalService:
             if state == "connected" and transport is p.primary:
                 room.mark_active(p)
             elif state == "failed" and p.state != State.DISCONNECTED:
-                log.info("%s transport failed", label, extra={**room.log_extra(),
+                log.debug("%s transport failed", label, extra={**room.log_extra(),
                                                               **p.log_extra()})
         transport.on_state = on_state
         return transport

@@ -71,17 +71,21 @@ def _text(value: bytes | str) -> str:
 
 
 class CpuMeter:
-    """This process's CPU use between two samples, as a share of one core."""
+    """This process's CPU use between samples at least a second apart, as a share of a core."""
+
+    MIN_INTERVAL = 1.0  # shorter intervals (start-up, a drain beat) keep the last value
 
     def __init__(self) -> None:
         self._cpu = time.process_time()
         self._wall = time.monotonic()
+        self._share = 0.0
 
     def sample(self) -> float:
         cpu, wall = time.process_time(), time.monotonic()
-        share = (cpu - self._cpu) / max(wall - self._wall, 1e-6)
-        self._cpu, self._wall = cpu, wall
-        return round(share, 3)
+        if wall - self._wall >= self.MIN_INTERVAL:
+            self._share = round((cpu - self._cpu) / (wall - self._wall), 3)
+            self._cpu, self._wall = cpu, wall
+        return self._share
 
 
 class RedisRouter:

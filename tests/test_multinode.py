@@ -21,7 +21,12 @@ import pytest
 from livekit import api
 from livekit.protocol import models, rtc
 from livekit.protocol import room as room_pb
-from tests.helpers.redis import RedisProcess, RedisUnavailable, ensure_redis_server
+from tests.helpers.redis import (
+    RedisProcess,
+    RedisUnavailable,
+    SentinelProcess,
+    ensure_redis_server,
+)
 from tests.helpers.scenario import run_scenario
 from tests.helpers.server import RoostServer
 from tests.rawclient import ClientPool, HandshakeRefused, RawClient
@@ -99,6 +104,38 @@ def cluster(redis_server: RedisProcess,
         return made
 
     return make
+
+
+def test_nodes_find_redis_through_sentinel(redis_server: RedisProcess, tmp_path: Path,
+                                           start_server: Callable[..., RoostServer]) -> None:
+    try:
+        sentinel = SentinelProcess(redis_server, tmp_path).start()
+    except RedisUnavailable as exc:
+        pytest.skip(f"redis-server --sentinel unavailable: {exc}")
+    try:
+        config = tmp_path / "livekit.yaml"
+        config.write_text(f"redis:\n  sentinel_master_name: {sentinel.name}\n"
+                          f"  sentinel_addresses: ['{sentinel.address}']\n")
+        nodes = [start_server("--config", str(config)) for _ in range(2)]
+        cluster = Cluster(redis_server, nodes)
+        cluster.wait_registered(2)
+
+        async def scenario() -> None:
+            pa, pb = pool(nodes[0]), pool(nodes[1])
+            try:
+                alice = await pa.join("alice", "watched")
+                bob = await pb.join("bob", "watched")
+                assert bob.join_response is not None and alice.join_response is not None
+                assert bob.join_response.server_info.node_id == \
+                    alice.join_response.server_info.node_id
+                await alice.participant_update(lambda p: p.identity == "bob")
+            finally:
+                await pa.close_all()
+                await pb.close_all()
+
+        asyncio.run(scenario())
+    finally:
+        sentinel.kill()
 
 
 def pool(server: RoostServer) -> ClientPool:

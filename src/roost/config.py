@@ -176,3 +176,7 @@ def from_env(settings: Settings, env: dict[str, str] | None = None) -> None:
             _apply(settings, data, "LIVEKIT_CONFIG")
     if env.get("LIVEKIT_KEYS"):
         settings.keys.update(parse_keys(env["LIVEKIT_KEYS"]))
+    if env.get("REDIS_HOST"):
+        settings.redis.address = env["REDIS_HOST"]
+    if env.get("REDIS_PASSWORD"):
+        settings.redis.password = env["REDIS_PASSWORD"]

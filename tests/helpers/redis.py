@@ -1,7 +1,8 @@
 """A throwaway `redis-server` on a free loopback port (no persistence), for multi-node tests.
 
 `ensure_redis_server()` finds the binary, running `scripts/setup-redis` (Debian's package)
-once if it is missing; `RedisProcess` starts, kills and restarts it on the same port.
+once if it is missing; `RedisProcess` starts, kills and restarts it on the same port;
+`SentinelProcess` runs a Sentinel (`redis-server --sentinel`) watching one of them.
 """
 
 from __future__ import annotations
@@ -116,3 +117,40 @@ class RedisProcess:
             return out
         finally:
             client.close()
+
+
+@dataclass
+class SentinelProcess:
+    """A Sentinel monitoring `master` under `name` (quorum 1)."""
+
+    master: RedisProcess
+    directory: Path
+    name: str = "roostmaster"
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> SentinelProcess:
+        conf = self.directory / f"sentinel-{self.port}.conf"  # Sentinel rewrites its config
+        conf.write_text(f"port {self.port}\nbind 127.0.0.1\n"
+                        f"sentinel monitor {self.name} 127.0.0.1 {self.master.port} 1\n")
+        log_path = self.directory / f"sentinel-{self.port}.log"
+        with open(log_path, "ab") as log:
+            self.process = subprocess.Popen([self.master.binary, str(conf), "--sentinel"],
+                                            stdin=subprocess.DEVNULL, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not ping(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RedisUnavailable(f"sentinel did not start:\n{tail(log_path, 30)}")
+            time.sleep(0.05)
+        return self
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(5)

@@ -20,8 +20,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
-from aiortc import RTCCertificate, RTCDtlsTransport
+from aiortc import RTCCertificate, RTCDtlsTransport, RTCSctpTransport
 from aiortc.rtcdtlstransport import RTCDtlsFingerprint, RTCDtlsParameters
+from aiortc.rtcsctptransport import RTCSctpCapabilities
 from livekit.protocol import models, rtc
 
 from roost.media import sdp as sdpmod
@@ -56,6 +57,7 @@ class LitePeer:
     def __init__(self, *, controlling: bool, address: str = "127.0.0.1") -> None:
         self.ice = IceLink(addresses=[address], port_range=None, controlling=controlling)
         self.dtls: RTCDtlsTransport | None = None
+        self.sctp: RTCSctpTransport | None = None
         self.srtp: SrtpContext | None = None
         self.on_rtp: Callable[[bytes], None] | None = None
         self.on_rtcp: Callable[[bytes], None] | None = None
@@ -98,6 +100,11 @@ class LitePeer:
             await self.dtls.start(RTCDtlsParameters(fingerprints=fps))
         self.srtp = SrtpContext.from_dtls(self.dtls)  # type: ignore[arg-type]
         self.ice.set_media_handler(self._datagram)
+        if any(m.is_datachannel and not m.rejected for m in remote.media):
+            # Complete the SCTP association roost starts (its data channels open; nothing
+            # is read from them), so the server does not retransmit INITs for ever.
+            self.sctp = RTCSctpTransport(self.dtls)
+            await self.sctp.start(RTCSctpCapabilities(maxMessageSize=65536), SCTP_PORT)
 
     def _datagram(self, data: bytes) -> None:
         srtp = self.srtp
@@ -122,6 +129,9 @@ class LitePeer:
 
     async def close(self) -> None:
         self.ice.set_media_handler(None)
+        if self.sctp is not None:
+            with contextlib.suppress(Exception):
+                await self.sctp.stop()
         if self.dtls is not None:
             with contextlib.suppress(Exception):
                 await self.dtls.stop()

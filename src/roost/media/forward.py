@@ -145,6 +145,9 @@ class ExtensionRewriter:
         self.two_byte = two_byte or abs_send_time_id > 14 or any(d > 14 for d in mapping.values())
         self._memo_pkt: object = None
         self._memo_body = b""
+        self._block_pkt: object = None
+        self._block_tail = b""
+        self._block = b""
 
     def body(self, pkt: Buffer, h: RtpHeader, now: float) -> bytes:
         """Encoded elements (no 4-byte header, no padding) for this packet."""
@@ -207,6 +210,22 @@ class ExtensionRewriter:
             self._memo_pkt = pkt
             self._memo_body = body
         return body
+
+    def packet_block(self, pkt: Buffer, h: RtpHeader, now: float, tail: bytes) -> bytes:
+        """The whole extension block for this packet plus a down-track's own `tail`.
+
+        Memoised on (packet, tail): down-tracks whose subscribers gave the track the same
+        mid share one block, so a fan-out builds it once.
+        """
+        if pkt is self._block_pkt and tail == self._block_tail:
+            return self._block
+        body = self.body(pkt, h, now)
+        block = self.block(body + tail if tail else body)
+        if isinstance(pkt, bytes):
+            self._block_pkt = pkt
+            self._block_tail = tail
+            self._block = block
+        return block
 
     def element(self, ext_id: int, data: bytes) -> bytes:
         """Encode one static element (e.g. the subscriber's mid) in this rewriter's form."""
@@ -419,8 +438,12 @@ class DownTrack:
         if info.pkt is not pkt:
             info.pkt = pkt
         out_seq = out_ext & 0xFFFF
-        self.cache.store(out_seq, info)
-        self._munges[out_seq % self.cache.size] = m
+        cache = self.cache  # RetransmitCache.store, inlined
+        i = out_seq % cache.size
+        cache._items[i] = info
+        cache._seqs[i] = out_seq
+        cache._count[i] = 0
+        self._munges[i] = m
         self.packets_sent += 1
         self.octets_sent += info.payload_end - info.payload_offset
         return out
@@ -433,12 +456,7 @@ class DownTrack:
         if self.strip_red:
             _, off, end = red_primary(pkt, off, end)
         rw = self.rewriter
-        ext = b""
-        if rw is not None:
-            body = rw.body(pkt, info, now)
-            if self._tail:
-                body += self._tail
-            ext = rw.block(body)
+        ext = rw.packet_block(pkt, info, now, self._tail) if rw is not None else b""
         b1 = (0x80 | self.payload_type) if info.marker else self.payload_type
         out_ts = (info.timestamp + m.ts_off) & 0xFFFFFFFF
         head = _FIXED.pack(0x90 if ext else 0x80, b1, out_seq, out_ts, self.ssrc)

@@ -167,6 +167,10 @@ async def test_audio_is_forwarded_on_the_subscribers_own_stream(rigs: list[Rig])
         level = find_extension(got, g, LEVEL_ID)
         assert level is not None and got[level[0]] == 0x80 | 30
     assert up.packets_in == 20 and rig.sub_t.rtp.rtp_out == 20
+    # the /metrics counters (telemetry.MediaStats): bumped per packet in, synced out
+    assert up.stats.packets_in == 20 and up.stats.bytes_in == 20 * 41
+    down.sync_stats()
+    assert down.stats.packets_out == 20 and down.stats.bytes_out == 20 * 41
 
 
 async def test_audio_level_extension_feeds_the_up_track(rigs: list[Rig]) -> None:

@@ -22,6 +22,7 @@ from roost.media.forward import CODEC_OPUS, CODEC_RED, DownTrack, codec_of
 from roost.media.rtp import EXT_ABS_SEND_TIME, EXT_MID
 from roost.media.sdp import Extmap, MediaSection
 from roost.media.sections import DISCARD
+from roost.telemetry import MediaStats
 
 if TYPE_CHECKING:
     from roost.media.rtpsession import RtpSession
@@ -70,9 +71,10 @@ class SubscriberDownTrack:
         self.offered_inactive = False  # an offer carried this section as inactive
         self.inactive_acked = False  # ...and the subscriber answered it: the mid is reusable
         self.max_quality = 2
-        self.nacks_in = 0
-        self.plis_in = 0
         self.retransmitted = 0
+        # summed into /metrics: NACKs/PLIs from the subscriber, packets/bytes forwarded
+        # (copied from the forwarder's own counters by `sync_stats`, not per packet)
+        self.stats = MediaStats(up.kind)
 
     # -- room.types.DownTrack ----------------------------------------------------------
     @property
@@ -207,14 +209,32 @@ class SubscriberDownTrack:
         self.up.attach(self)
         self.select_layer(time.monotonic())
 
+    @property
+    def nacks_in(self) -> int:
+        return self.stats.nacks_in
+
+    @property
+    def plis_in(self) -> int:
+        return self.stats.plis_in
+
+    def sync_stats(self) -> None:
+        """Copy the forwarder's packet/byte counts into the metrics object."""
+        engine = self.engine
+        if engine is not None:
+            self.stats.packets_out = engine.packets_sent + self.retransmitted
+            self.stats.bytes_out = engine.octets_sent
+
     def close(self) -> None:
         """Stop forwarding for good (the subscription ended)."""
-        self.removed = True
+        if not self.removed:
+            self.removed = True
+            self.sync_stats()
+            self.stats.close()
         self.up.detach(self)
 
     # -- RTCP from the subscriber ------------------------------------------------------
     def on_nack(self, lost: list[int], now: float) -> None:
-        self.nacks_in += 1
+        self.stats.nacks_in += 1
         engine = self.engine
         if engine is None or not self.forwarding:
             return
@@ -233,7 +253,7 @@ class SubscriberDownTrack:
                 self.up.nack_upstream(layer, seqs, now)
 
     def on_pli(self) -> None:
-        self.plis_in += 1
+        self.stats.plis_in += 1
         engine = self.engine
         if engine is None or not self.forwarding:
             return

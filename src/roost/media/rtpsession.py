@@ -322,11 +322,10 @@ class RtpSession:
         if (n + self._phase) % SENDER_REPORT_TICKS == 0 and self.downs:
             self._sender_reports(now)
         if n % REPORT_TICKS == 0:
-            seen: set[int] = set()
-            for down in self.downs.values():
-                if down.ssrc not in seen:
-                    seen.add(down.ssrc)
+            for ssrc, down in self.downs.items():
+                if ssrc == down.ssrc:
                     down.select_layer(now)
+                    down.sync_stats()
 
     def _publisher_reports(self, now: float) -> None:
         blocks: list[RtcpReportBlock] = []

@@ -36,6 +36,7 @@ from roost.media.rtp import (
     unwrap_rtx,
 )
 from roost.media.sdp import Codec
+from roost.telemetry import MediaStats
 
 if TYPE_CHECKING:
     from roost.media.downtrack import SubscriberDownTrack
@@ -158,15 +159,13 @@ class MediaUpTrack:
         self._sinks: list[tuple[DownTrack, Send]] = []
         self._rewriters: dict[tuple[object, ...], ExtensionRewriter] = {}
         self.closed = False
-        # plain counters for metrics
-        self.packets_in = 0
-        self.octets_in = 0
+        # plain counters: `stats` is summed into /metrics (packets/bytes in, NACKs and PLIs
+        # sent upstream); the rest are for logs and tests
+        self.stats = MediaStats(kind)
         self.rtx_in = 0
         self.padding_in = 0
         self.malformed = 0
         self.other_payload = 0
-        self.plis_sent = 0
-        self.nacks_sent = 0
 
     # -- the room's view (room.types.UpTrack) ------------------------------------------
     @property
@@ -187,7 +186,7 @@ class MediaUpTrack:
         for la in self.layers:
             if (layer is None or la.index == layer) and la.ssrc and self.pli.allow(la.index, now):
                 self.session.send_rtcp(build_pli(self.session.ssrc, la.ssrc))
-                self.plis_sent += 1
+                self.stats.plis_out += 1
 
     def nack_upstream(self, layer: int, seqs: list[int], now: float) -> None:
         """Ask the publisher for packets a subscriber missed and roost never had."""
@@ -203,7 +202,19 @@ class MediaUpTrack:
         for s in due:
             recent[s] = now
         self.session.send_rtcp(build_nack(self.session.ssrc, la.ssrc, due))
-        self.nacks_sent += 1
+        self.stats.nacks_out += 1
+
+    @property
+    def packets_in(self) -> int:
+        return self.stats.packets_in
+
+    @property
+    def nacks_sent(self) -> int:
+        return self.stats.nacks_out
+
+    @property
+    def plis_sent(self) -> int:
+        return self.stats.plis_out
 
     # -- layers ------------------------------------------------------------------------
     def layer(self, index: int) -> UpLayer | None:
@@ -242,8 +253,9 @@ class MediaUpTrack:
         layer.packets += 1
         layer.octets += len(plain)
         layer.last_at = now
-        self.packets_in += 1
-        self.octets_in += len(plain)
+        stats = self.stats
+        stats.packets_in += 1
+        stats.bytes_in += info.payload_end - info.payload_offset
         if self._audio_level_id:
             level = read_audio_level(plain, info, self._audio_level_id)
             if level >= 0:
@@ -295,7 +307,7 @@ class MediaUpTrack:
                 pkt = la.nack.build(session.ssrc, la.ssrc, now)
                 if pkt is not None:
                     session.send_rtcp(pkt)
-                    self.nacks_sent += 1
+                    self.stats.nacks_out += 1
         if self.kind == "video":
             for dt, _ in self._sinks:
                 want = dt.keyframe_request(now)
@@ -312,3 +324,4 @@ class MediaUpTrack:
         """The publisher's section ended: stop forwarding (down-tracks stay until removed)."""
         self.closed = True
         self._sinks = []
+        self.stats.close()

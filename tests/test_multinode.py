@@ -169,7 +169,6 @@ def test_clients_on_two_nodes_share_a_room_and_exchange_data(
     run_scenario(f"{SCENARIOS}:data_across_nodes", a.info, b.info)
 
 
-@pytest.mark.xfail(strict=False, reason="SFU forwarding is still being completed")
 def test_audio_from_one_node_is_heard_on_the_other(cluster: Callable[[int], Cluster]) -> None:
     a, b = cluster(2).nodes
     result = run_scenario(f"{SCENARIOS}:audio_across_nodes", a.info, b.info)
@@ -432,3 +431,28 @@ async def test_sigterm_drains_a_node_and_frees_its_rooms(
             await far.close_all()
     finally:
         await entry.close_all()
+
+
+async def test_sigterm_on_a_relaying_node_sends_its_clients_to_reconnect(
+        cluster: Callable[[int], Cluster]) -> None:
+    c = cluster(2)
+    async with admin_api(c.nodes[0]) as lk:
+        await lk.room.create_room(room_pb.CreateRoomRequest(name="relayed"))
+    owner = c.server(c.room_owner("relayed") or "")
+    (relay,) = c.others(owner)
+    po, pr = pool(owner), pool(relay)
+    try:
+        bob = await pr.join("bob", "relayed")
+        assert relay.process is not None
+        relay.process.send_signal(signal.SIGTERM)
+        closed = await bob.expect_close(10)
+        assert closed.code == 1001, closed  # going away: resume elsewhere
+        assert relay.process.wait(15) == 0
+        back = await RawClient.connect(owner.url, po.token("bob", "relayed"), reconnect=1,
+                                       sid=bob.sid, identity="bob")
+        po.clients.append(back)
+        resumed = await back.recv_until("reconnect")
+        assert resumed.reconnect.server_info.node_id == c.node_id(owner)
+    finally:
+        await po.close_all()
+        await pr.close_all()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from livekit import api
 from livekit.protocol import models, rtc
 from livekit.protocol import room as room_pb
@@ -456,3 +457,28 @@ async def test_sigterm_on_a_relaying_node_sends_its_clients_to_reconnect(
     finally:
         await po.close_all()
         await pr.close_all()
+
+
+async def test_a_room_claimed_by_another_node_is_evicted_and_its_clients_rejoin_there(
+        cluster: Callable[[int], Cluster]) -> None:
+    c = cluster(2)
+    async with admin_api(c.nodes[0]) as lk:
+        await lk.room.create_room(room_pb.CreateRoomRequest(name="split"))
+    owner = c.server(c.room_owner("split") or "")
+    (other,) = c.others(owner)
+    po, px = pool(owner), pool(other)
+    try:
+        alice = await po.join("alice", "split")
+        # As after a Redis loss: another node got the room meanwhile.
+        client = redis.Redis(port=c.redis.port)
+        client.set("roost:room:split", c.node_id(other), px=5000)
+        client.close()
+        leave = await alice.recv_until("leave", timeout=5)
+        assert leave.leave.action == rtc.LeaveRequest.Action.RECONNECT
+        again = await px.join("alice", "split")
+        assert again.join_response is not None
+        assert again.join_response.server_info.node_id == c.node_id(other)
+        assert c.room_owner("split") == c.node_id(other)
+    finally:
+        await po.close_all()
+        await px.close_all()

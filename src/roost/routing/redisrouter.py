@@ -120,6 +120,8 @@ class RedisRouter:
         self._task = asyncio.get_running_loop().create_task(self._heartbeats())
 
     async def stop(self) -> None:
+        if self._tasks:  # claims of rooms that just closed are being released
+            await asyncio.wait(list(self._tasks), timeout=1.0)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 
 from roost.media.audiolevel import AudioLevel
 from roost.media.codecs import mime_of
+from roost.media.extensions import ExtensionRewriter
 from roost.media.forward import (
     CODEC_OPUS,
     CODEC_RED,
     DownTrack,
-    ExtensionRewriter,
     SenderReportStore,
     codec_of,
     inspect,

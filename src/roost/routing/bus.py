@@ -16,7 +16,6 @@ import secrets
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from roost.routing.types import (
     BINARY,
@@ -119,12 +118,14 @@ class RedisBus:
         self._streams: dict[str, RedisStream] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._listener: asyncio.Task[None] | None = None
+        self._stopped = False
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
         self._listener = asyncio.get_running_loop().create_task(self._listen())
 
     async def stop(self) -> None:
+        self._stopped = True
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -144,9 +145,11 @@ class RedisBus:
 
     async def publish(self, node: str, envelope: bytes) -> None:
         """Send one envelope to `node`; NodeUnreachable if it has no subscription."""
+        if self._stopped:
+            raise RoutingUnavailable("the bus is stopped")
         try:
             receivers = await self.redis.publish(CHANNEL + node, envelope)
-        except (RedisError, OSError) as exc:
+        except Exception as exc:  # RedisError, OSError, or a client torn down under us
             raise RoutingUnavailable(f"redis unavailable: {exc}") from exc
         if not receivers:
             raise NodeUnreachable(f"node {node} is not listening")
@@ -193,9 +196,9 @@ class RedisBus:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if msg is not None and msg.get("type") == "message":
                         self._dispatch(msg["data"])
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # whatever broke, subscribe again shortly
                 if not failed:
-                    log.warning("bus lost its subscription: %s", exc,
+                    log.warning("bus lost its subscription: %s", exc or type(exc).__name__,
                                 extra={"node": self.node_id})
                     failed = True
             finally:

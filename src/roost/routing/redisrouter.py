@@ -148,7 +148,11 @@ class RedisRouter:
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT if self._healthy else RETRY)
-            await self._beat()
+            try:
+                await self._beat()
+            except Exception:  # a bug here must not silence the node: log and go on
+                log.exception("heartbeat failed", extra={"node": self.node_id})
+                self._healthy = False
 
     async def _beat(self) -> None:
         try:

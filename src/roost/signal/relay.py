@@ -126,6 +126,8 @@ class SignalRelay:
         self.router = router
         self.bus = bus
         self.sockets: set[web.WebSocketResponse] = set()  # clients relayed through here
+        self._idle = asyncio.Event()  # set while `sockets` is empty
+        self._idle.set()
         self._hosted: set[asyncio.Task[None]] = set()
         bus.serve(JOIN, self._host_join)
 
@@ -163,10 +165,13 @@ class SignalRelay:
             raise
         log.debug("relaying signalling", extra=extra)
         self.sockets.add(ws)
+        self._idle.clear()
         try:
             await self._pump(ws, stream, node.id)
         finally:
             self.sockets.discard(ws)
+            if not self.sockets:
+                self._idle.set()
             stream.close()
         return ws
 
@@ -232,11 +237,15 @@ class SignalRelay:
             except (ConnectionError, RuntimeError, aiohttp.ClientError):
                 return
 
-    async def close_all(self) -> None:
-        """Draining: end relayed sockets so their clients reconnect through another node."""
+    async def close_all(self, timeout: float = 2.0) -> None:
+        """Draining: end relayed sockets so their clients reconnect through another node,
+        and wait (bounded) until each has told the room's node."""
         for ws in list(self.sockets):
             with contextlib.suppress(Exception):
                 await ws.close(code=CLOSE_GOING_AWAY, message=b"server shutting down")
+        if self.sockets:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout)
 
     # -- the node hosting the room -------------------------------------------------
     async def _host_join(self, sender: str, body: dict[str, Any]) -> dict[str, Any]:

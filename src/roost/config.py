@@ -27,6 +27,9 @@ class RTCConfig:
     port_range_start: int = 0  # 0 = ephemeral UDP ports
     port_range_end: int = 0
     use_ice_lite: bool = False
+    # /rtc/v1 (and /rtc?join_request=): one peer connection per participant. Off: 404, so
+    # clients fall back to /rtc with two peer connections.
+    single_peer_connection: bool = False
     stun_servers: list[str] = field(default_factory=list)
 
 

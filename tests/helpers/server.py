@@ -123,6 +123,8 @@ class RoostServer:
             "--port",
             str(self.port),
             *self.extra_args,
+            # e.g. ROOST_TEST_SERVER_ARGS=--single-pc: run the whole suite with extra flags
+            *os.environ.get("ROOST_TEST_SERVER_ARGS", "").split(),
         ]
 
     def start(self, ready_timeout: float = READY_TIMEOUT) -> RoostServer:

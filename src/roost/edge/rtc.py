@@ -1,15 +1,18 @@
-"""The `/rtc` signalling endpoints: query parsing, token checks, validate, v1 fallback."""
+"""The `/rtc` signalling endpoints: query parsing, token checks, validate, v1 (join_request)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import gzip
 import json
 import logging
+import zlib
 from dataclasses import dataclass
 
 from aiohttp import web
-from livekit.protocol import models
+from google.protobuf.message import DecodeError
+from livekit.protocol import models, rtc
 
 from roost.auth import AuthError, Claims, TokenVerifier
 from roost.config import Settings
@@ -24,6 +27,7 @@ _SDKS.update({"ios": models.ClientInfo.SDK.SWIFT,
 _CAPS = dict(models.ClientInfo.Capability.items())
 
 V1_UNSUPPORTED = "single peer connection signalling (v1) is not available on this server"
+MAX_JOIN_REQUEST = 1 << 20  # raw and decompressed, like Go's http.DefaultMaxHeaderBytes
 
 
 class HTTPRefusal(Exception):
@@ -103,6 +107,64 @@ def client_params(request: web.Request) -> ClientParams:
     return params
 
 
+def decode_join_request(value: str) -> rtc.JoinRequest:
+    """The `join_request` parameter: base64url(WrappedJoinRequest), padding optional."""
+    if len(value) > MAX_JOIN_REQUEST * 4 // 3 + 4:
+        raise HTTPRefusal(400, "join_request is too large")
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        wrapped = rtc.WrappedJoinRequest.FromString(raw)
+    except (binascii.Error, ValueError, DecodeError) as exc:
+        raise HTTPRefusal(400, f"malformed join_request: {exc}") from exc
+    data = wrapped.join_request
+    if wrapped.compression == rtc.WrappedJoinRequest.Compression.GZIP:
+        try:
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            data = inflater.decompress(data, MAX_JOIN_REQUEST + 1)
+            if len(data) > MAX_JOIN_REQUEST or inflater.unconsumed_tail:
+                raise HTTPRefusal(400, "join_request is too large once decompressed")
+        except (zlib.error, gzip.BadGzipFile, EOFError) as exc:
+            raise HTTPRefusal(400, f"malformed join_request: bad gzip data: {exc}") from exc
+    elif wrapped.compression != rtc.WrappedJoinRequest.Compression.NONE:
+        raise HTTPRefusal(400, f"malformed join_request: compression {wrapped.compression}")
+    try:
+        return rtc.JoinRequest.FromString(data)
+    except DecodeError as exc:
+        raise HTTPRefusal(400, f"malformed join_request: {exc}") from exc
+
+
+def join_request_params(join: rtc.JoinRequest) -> ClientParams:
+    """ClientParams from a v1 JoinRequest (single peer connection)."""
+    info = join.client_info
+    settings = join.connection_settings
+    sdk = models.ClientInfo.SDK.Name(info.sdk).lower() if info.sdk in \
+        models.ClientInfo.SDK.values() else ""
+    params = ClientParams(
+        protocol=info.protocol,
+        client_protocol=info.client_protocol,
+        # proto3 bool: no connection_settings means no auto-subscribe (v0 defaults to on)
+        auto_subscribe=settings.auto_subscribe,
+        adaptive_stream=settings.adaptive_stream,
+        sdk=sdk,
+        version=info.version,
+        os=info.os,
+        capabilities=list(info.capabilities),
+        reconnect=join.reconnect,
+        reconnect_sid=join.participant_sid if join.reconnect else "",
+        reconnect_reason=int(join.reconnect_reason),
+        single_pc=True,
+    )
+    params.client_info = models.ClientInfo()
+    params.client_info.CopyFrom(info)
+    # Replayed after the JoinResponse, in order: the AddTracks, then the offer.
+    initial = [rtc.SignalRequest(add_track=req) for req in join.add_track_requests]
+    if join.HasField("publisher_offer") and join.publisher_offer.sdp:
+        initial.append(rtc.SignalRequest(offer=join.publisher_offer))
+    params.initial_requests = [
+        base64.b64encode(r.SerializeToString()).decode() for r in initial]
+    return params
+
+
 def validate(request: web.Request, verifier: TokenVerifier, settings: Settings) -> ConnectRequest:
     """Run every check a join needs before the WebSocket upgrade."""
     try:
@@ -122,6 +184,23 @@ def validate(request: web.Request, verifier: TokenVerifier, settings: Settings) 
     if len(claims.identity) > limits.max_participant_identity_length:
         raise HTTPRefusal(400, "identity is too long")
     attributes = None
+    metadata = None
+    raw_join = request.query.get("join_request")
+    if raw_join is not None:
+        join = decode_join_request(raw_join)
+        if (join.metadata or join.participant_attributes) \
+                and not grant.can_update_own_metadata:
+            raise HTTPRefusal(401, "metadata or attributes given without permission to "
+                                   "update own metadata")
+        if join.metadata:
+            if not limits.check_metadata(join.metadata):
+                raise HTTPRefusal(400, "metadata exceeds the size limit")
+            metadata = join.metadata
+        if join.participant_attributes:
+            attributes = {k: v for k, v in join.participant_attributes.items() if v}
+            if not limits.check_attributes({**claims.attributes, **attributes}):
+                raise HTTPRefusal(400, "attributes exceed the size limit")
+        return ConnectRequest(claims, join_request_params(join), attributes, metadata)
     raw_attrs = request.query.get("attributes")
     if raw_attrs:
         if not grant.can_update_own_metadata:
@@ -151,18 +230,28 @@ class RTCEndpoints:
         app.router.add_get("/rtc", self.rtc)
         app.router.add_get("/rtc/validate", self.validate)
         app.router.add_get("/rtc/v1", self.v1)
-        app.router.add_get("/rtc/v1/validate", self.v1)
+        app.router.add_get("/rtc/v1/validate", self.v1_validate)
+
+    @property
+    def single_pc(self) -> bool:
+        return self.settings.rtc.single_peer_connection
 
     async def rtc(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return web.Response(status=404, text="404: Not Found")
-        if "join_request" in request.query:
+        if "join_request" in request.query and not self.single_pc:
             return HTTPRefusal(404, V1_UNSUPPORTED).response()
+        return await self._join(request)
+
+    async def _join(self, request: web.Request) -> web.StreamResponse:
         try:
             conn = validate(request, self.verifier, self.settings)
         except HTTPRefusal as refusal:
             log.info("join refused: %s", refusal.reason)
             return refusal.response()
+        log.info("%s join on %s", "v1 (single PC)" if conn.params.single_pc else "v0",
+                 request.path,
+                 extra={"room": conn.claims.video.room, "participant": conn.claims.identity})
         return await self.service.connect(request, conn.claims, conn.params,
                                           attributes=conn.attributes, metadata=conn.metadata)
 
@@ -177,6 +266,19 @@ class RTCEndpoints:
             return HTTPRefusal(404, "requested room does not exist").response()
         return web.Response(text="success", headers={"Access-Control-Allow-Origin": "*"})
 
-    async def v1(self, request: web.Request) -> web.Response:
-        # Clients fall back to /rtc (two peer connections) on a plain 404 with CORS headers.
-        return HTTPRefusal(404, V1_UNSUPPORTED).response()
+    async def v1(self, request: web.Request) -> web.StreamResponse:
+        if not self.single_pc:
+            # Clients fall back to /rtc (two peer connections) on a plain 404 with CORS headers.
+            return HTTPRefusal(404, V1_UNSUPPORTED).response()
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return web.Response(status=404, text="404: Not Found")
+        if "join_request" not in request.query:
+            return HTTPRefusal(400, "join_request is required on /rtc/v1").response()
+        return await self._join(request)
+
+    async def v1_validate(self, request: web.Request) -> web.Response:
+        if not self.single_pc:
+            return HTTPRefusal(404, V1_UNSUPPORTED).response()
+        if "join_request" not in request.query:
+            return HTTPRefusal(400, "join_request is required on /rtc/v1").response()
+        return await self.validate(request)

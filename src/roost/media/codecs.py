@@ -136,6 +136,41 @@ class PayloadTypes:
         return preferred
 
 
+def answer_subscribe_codecs(kind: str, publish: list[Codec], offer: MediaSection) -> list[Codec]:
+    """Single PC: codecs for answering a client's recvonly section with a forwarded track.
+
+    The offer's payload types and parameters: Opus (RED first only when the offered RED
+    wraps the publisher's own Opus payload type, since RED blocks are copied verbatim), or
+    the publisher's video codec with its RTX. [] when the section cannot carry the track.
+    """
+    offered = _offered(offer)
+    if kind == "audio":
+        opus = next((c for c in offered if c.name.lower() == "opus"), None)
+        pub_opus = next((c for c in publish if c.name.lower() == "opus"), None)
+        if opus is None or pub_opus is None:
+            return []
+        out = [_copy(opus, AUDIO_FEEDBACK)]
+        if opus.payload_type == pub_opus.payload_type and any(
+                c.name.lower() == "red" for c in publish):
+            red = next((c for c in offered if c.name.lower() == "red"
+                        and (c.fmtp or "").split("/")[0] == str(opus.payload_type)), None)
+            if red is not None:
+                out.insert(0, _copy(red, ()))
+        return out
+    main = publish[0]
+    for c in offered:
+        if c.name.lower() != main.name.lower() or c.clock_rate != main.clock_rate:
+            continue
+        if c.name.lower() == "h264" and c.fmtp_params().get("packetization-mode") != "1":
+            continue
+        out = [_copy(c, VIDEO_FEEDBACK)]
+        rtx = _rtx_for(offered, c.payload_type)
+        if rtx is not None:
+            out.append(_copy(rtx, ()))
+        return out
+    return []
+
+
 def subscribe_codecs(kind: str, publish: list[Codec], table: PayloadTypes) -> list[Codec]:
     """The codecs of a subscriber section forwarding a track published with `publish`.
 

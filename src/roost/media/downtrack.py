@@ -7,6 +7,7 @@ header extensions it accepted (`bind`). The packet munging itself is `forward.Do
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import time
@@ -16,11 +17,12 @@ from roost.media.codecs import (
     FORWARDED_EXTENSIONS,
     SUBSCRIBE_EXTENSIONS,
     PayloadTypes,
+    answer_subscribe_codecs,
     subscribe_codecs,
 )
 from roost.media.forward import CODEC_OPUS, CODEC_RED, DownTrack, codec_of
 from roost.media.rtp import EXT_ABS_SEND_TIME, EXT_MID
-from roost.media.sdp import Extmap, MediaSection
+from roost.media.sdp import Codec, Extmap, MediaSection
 from roost.media.sections import DISCARD
 from roost.telemetry import MediaStats
 
@@ -122,6 +124,26 @@ class SubscriberDownTrack:
         """The sendonly m-line carrying this track (first offered in the next offer)."""
         codecs = subscribe_codecs(self.kind, self.up.codecs, table)
         extmaps = [Extmap(i, uri) for uri, i in SUBSCRIBE_EXTENSIONS[self.kind]]
+        self.section = self._section(mid, codecs, extmaps)
+        return self.section
+
+    def answer_section(self, offer: MediaSection) -> MediaSection | None:
+        """Single PC: answer the client's recvonly `offer` sendonly with this track, and start.
+
+        Payload types and header-extension ids are the offer's. None when the section
+        offers no codec this track can be forwarded in.
+        """
+        codecs = answer_subscribe_codecs(self.kind, self.up.codecs, offer)
+        if not codecs:
+            return None
+        wanted = {uri for uri, _ in SUBSCRIBE_EXTENSIONS[self.kind]}
+        extmaps = [Extmap(e.id, e.uri) for e in offer.extmaps if e.uri in wanted]
+        self.section = self._section(offer.mid or "", codecs, extmaps)
+        # What the client will receive is exactly this answer: bind to it as if accepted.
+        self.bind(dataclasses.replace(self.section, direction="recvonly"))
+        return self.section
+
+    def _section(self, mid: str, codecs: list[Codec], extmaps: list[Extmap]) -> MediaSection:
         msid = f"{self.stream_id} {self.track_sid}"
         ssrcs: list[tuple[int, str, str | None]] = []
         groups: list[tuple[str, list[int]]] = []
@@ -132,7 +154,7 @@ class SubscriberDownTrack:
             sources = [self.ssrc]
         for s in sources:
             ssrcs += [(s, "cname", self.cname), (s, "msid", msid)]
-        self.section = MediaSection(
+        return MediaSection(
             kind=self.kind,
             port=9,
             proto=PROTO,
@@ -148,7 +170,6 @@ class SubscriberDownTrack:
             ssrcs=ssrcs,
             ssrc_groups=groups,
         )
-        return self.section
 
     def deactivate(self) -> None:
         """The track was removed: its section goes inactive in the next offer."""

@@ -54,6 +54,7 @@ class TrackBook:
         self.payload_types = PayloadTypes()
         self.pending: list[SubscriberDownTrack] = []  # waiting for their section
         self.by_mid: dict[str, SubscriberDownTrack] = {}  # offered sections
+        self.free = {"audio": 0, "video": 0}  # single PC: unused recvonly sections
 
     # -- publisher side ---------------------------------------------------------------------
     def apply_offer(
@@ -167,6 +168,69 @@ class TrackBook:
                     and m.port != 0 and old.track_sid != down.track_sid):
                 return i
         return None
+
+    # -- single peer connection: the client offers recvonly sections --------------------------
+    def answer_sections(self, offer: SessionDescription) -> dict[str, MediaSection]:
+        """Answers for the client's recvonly sections that carry (or now get) a down-track.
+
+        A section keeps its live track; one whose track was removed is answered inactive
+        (by the caller) and may carry another track of its kind from the next offer on;
+        pending tracks take free sections of their own kind, never their own old one.
+        `free` counts what is left for the next offer (see `missing`).
+        """
+        out: dict[str, MediaSection] = {}
+        free: list[MediaSection] = []
+        self.free = {"audio": 0, "video": 0}
+        for m in offer.media:
+            if m.mid is None or m.kind not in ("audio", "video"):
+                continue
+            receives = not m.rejected and m.direction == "recvonly"
+            down = self.by_mid.get(m.mid)
+            if down is not None and not down.removed and not down.rejected:
+                if receives and down.section is not None:
+                    out[m.mid] = down.section
+                    continue
+                down.rejected = True  # the client stopped receiving on it
+                log.info("%sclient dropped the section of %s (mid %s)", self.prefix,
+                         down.track_sid, m.mid)
+            if down is not None and down.removed:
+                down.inactive_acked = True
+            if receives:
+                free.append(m)
+        for down in list(self.pending):
+            for m in free:
+                old = self.by_mid.get(m.mid or "")
+                if m.kind != down.kind or (old is not None and old.track_sid == down.track_sid):
+                    continue
+                section = down.answer_section(m)
+                if section is None:
+                    continue
+                free.remove(m)
+                out[m.mid or ""] = section
+                self.by_mid[m.mid or ""] = down
+                self.pending.remove(down)
+                break
+            else:
+                if any(m.kind == down.kind for m in free):
+                    down.rejected = True  # no offered section takes its codec
+                    self.pending.remove(down)
+                    log.info("%sno offered %s section takes %s's codec", self.prefix,
+                             down.kind, down.track_sid)
+        for m in free:
+            self.free[m.kind] += 1
+        return out
+
+    def missing(self) -> tuple[int, int]:
+        """(audio, video) recvonly sections the client must add for the pending tracks."""
+        counts = {"audio": 0, "video": 0}
+        for down in self.pending:
+            counts[down.kind] += 1
+        return (max(0, counts["audio"] - self.free["audio"]),
+                max(0, counts["video"] - self.free["video"]))
+
+    def mid_to_track_id(self) -> dict[str, str]:
+        return {mid: d.track_sid for mid, d in self.by_mid.items()
+                if not d.removed and not d.rejected}
 
     def apply_answer(self, answer: SessionDescription) -> None:
         """Start forwarding on the sections the subscriber accepted."""

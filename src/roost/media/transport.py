@@ -247,10 +247,17 @@ class PeerTransport:
 
     # -- media (room.types.Transport) -------------------------------------------------------
     def add_track(self, up: UpTrack, *, track_sid: str, stream_id: str) -> DownTrack:
-        """Subscriber side: forward `up` on a new sendonly section (in the next offer)."""
-        if self._offerer is False:
-            raise RuntimeError("tracks are forwarded on the subscriber (offering) transport")
+        """Forward `up`: on a new sendonly section of the next offer (subscriber PC) or,
+        answering (single PC), on a free recvonly section of the client's next offer."""
         return self._tracks.add_down(up, track_sid=track_sid, stream_id=stream_id)
+
+    def missing_sections(self) -> tuple[int, int]:
+        """Single PC: (audio, video) recvonly sections the client's next offer must add."""
+        return self._tracks.missing()
+
+    def mid_to_track_id(self) -> dict[str, str]:
+        """mid → TR_ sid of every section carrying a forwarded track."""
+        return self._tracks.mid_to_track_id()
 
     def remove_track(self, down: DownTrack) -> None:
         """Subscriber side: stop forwarding; the section goes inactive in the next offer."""
@@ -370,6 +377,7 @@ class PeerTransport:
         # Everything rides one transport: without a BUNDLE group only the section that
         # carries the transport parameters can be accepted.
         bundle: set[str | None] = set(offer.bundle()) or {self._transport_section(offer).mid}
+        forwarded = self._tracks.answer_sections(offer)
         sections: list[MediaSection] = []
         for m in offer.media:
             if m.rejected or m.mid not in bundle:
@@ -379,7 +387,7 @@ class PeerTransport:
                 self._channels.expect(RELIABLE, LOSSY)  # the client opens them once connected
                 sections.append(self._answer_datachannel(m, attrs))
             elif m.kind in ("audio", "video"):
-                section = answer_media(m)
+                section = forwarded.get(m.mid or "") or answer_media(m)
                 self._fill_transport(section, attrs)
                 sections.append(section)
             else:

@@ -144,7 +144,9 @@ class RoomManager:
         existing = room.participants.get(claims.identity) if room is not None else None
         if params.reconnect:
             if existing is not None and existing.state != State.DISCONNECTED and (
-                    not params.reconnect_sid or params.reconnect_sid == existing.sid):
+                    not params.reconnect_sid or params.reconnect_sid == existing.sid) \
+                    and existing.params.single_pc == params.single_pc:
+                existing.params.initial_requests = params.initial_requests
                 return JoinResult(room, existing, True)  # type: ignore[arg-type]
             raise ResumeRefused("no session to resume")
         if room is None:

@@ -38,6 +38,9 @@ class ClientParams:
     reconnect_sid: str = ""
     reconnect_reason: int = 0
     single_pc: bool = False
+    # v1: base64 SignalRequests (JoinRequest's add_track_requests, publisher_offer) to
+    # handle right after the JoinResponse
+    initial_requests: list[str] = field(default_factory=list)
     client_info: models.ClientInfo | None = None
 
 
@@ -105,6 +108,11 @@ class Participant:
     @property
     def primary(self) -> PeerTransport | None:
         return self.subscriber if self.subscriber_primary else self.publisher
+
+    @property
+    def downstream(self) -> PeerTransport | None:
+        """The transport subscribed tracks are sent on (the only one in single-PC mode)."""
+        return self.publisher if self.params.single_pc else self.subscriber
 
     @property
     def active(self) -> bool:

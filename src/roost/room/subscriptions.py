@@ -55,7 +55,7 @@ class Subscriptions:
             return
         desired = self.wants(sub, pub)
         allowed = permitted(pub.publisher, sub, pub.sid)
-        can = bool(sub.permission.can_subscribe) and sub.active and sub.subscriber is not None
+        can = bool(sub.permission.can_subscribe) and sub.active and sub.downstream is not None
         current = pub.subscribers.get(sub.sid)
         if desired and allowed and can:
             if current is None:
@@ -130,8 +130,9 @@ class Subscriptions:
 
     # -- mechanics -------------------------------------------------------------
     def _subscribe(self, sub: Participant, pub: TrackPublication) -> None:
-        assert pub.up is not None and sub.subscriber is not None
-        down = sub.subscriber.add_track(pub.up, track_sid=pub.sid,
+        transport = sub.downstream
+        assert pub.up is not None and transport is not None
+        down = transport.add_track(pub.up, track_sid=pub.sid,
                                         stream_id=f"{pub.publisher.sid}|{pub.sid}")
         pub.subscribers[sub.sid] = Subscription(sub, pub, down)
         sub.request_negotiation()
@@ -148,8 +149,9 @@ class Subscriptions:
         sub, pub = s.subscriber, s.publication
         if pub.subscribers.pop(sub.sid, None) is None:
             return
-        if sub.subscriber is not None:
-            sub.subscriber.remove_track(s.down)
+        transport = sub.downstream
+        if transport is not None:
+            transport.remove_track(s.down)
             if negotiate and sub.connected:
                 sub.request_negotiation()
         pub.publisher.on_quality_change()

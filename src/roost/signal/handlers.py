@@ -106,7 +106,11 @@ class Handlers:
         resp.answer.type = "answer"
         resp.answer.sdp = sdp
         resp.answer.id = offer.id
+        if self.p.params.single_pc:
+            resp.answer.mid_to_track_id.update(transport.mid_to_track_id())
         self.p.send(resp)
+        if self.p.params.single_pc:
+            self.service.subscriber_answered(self.p)  # the re-offer a requirement asked for
 
     async def answer(self, request: rtc.SignalRequest) -> None:
         if self.p.subscriber is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import random
@@ -117,6 +118,11 @@ class SignalService:
             await self._resume(session)
         else:
             await self._start(session)
+        # v1: the JoinRequest's AddTracks and publisher offer, handled like client requests
+        initial, result.participant.params.initial_requests = \
+            result.participant.params.initial_requests, []
+        for encoded in initial:
+            session.enqueue(rtc.SignalRequest.FromString(base64.b64decode(encoded)))
         await session.run()
 
     @staticmethod
@@ -136,6 +142,11 @@ class SignalService:
         if p.subscriber_primary:
             p.subscriber = self._transport(room, p, "subscriber")
             negotiator = Negotiator(lambda: self.send_subscriber_offer(p, room))
+            self._negotiators[p.sid] = negotiator
+            p.request_negotiation = negotiator.request
+        elif p.params.single_pc:
+            # The client always offers: ask it to (with the sections it lacks).
+            negotiator = Negotiator(lambda: self.send_media_requirement(p))
             self._negotiators[p.sid] = negotiator
             p.request_negotiation = negotiator.request
         session.fill_join(join)
@@ -176,7 +187,7 @@ class SignalService:
         session.send(msg)
         self._send_refresh_token(p)
         negotiator = self._negotiators.get(p.sid)
-        if negotiator is not None:
+        if negotiator is not None and not p.params.single_pc:
             p.ice_restart_pending = True
             negotiator.request()
 
@@ -225,6 +236,18 @@ class SignalService:
             s = pub.subscribers.get(p.sid)
             if s is not None and s.down.mid:
                 msg.offer.mid_to_track_id[s.down.mid] = pub.sid
+        p.send(msg)
+
+    async def send_media_requirement(self, p: Participant) -> None:
+        """Single PC: ask the client to re-offer, adding the recvonly sections still needed."""
+        transport = p.publisher
+        if transport is None or p.state == State.DISCONNECTED \
+                or transport.state in ("failed", "closed"):
+            return
+        audios, videos = transport.missing_sections()
+        msg = rtc.SignalResponse()
+        msg.media_sections_requirement.num_audios = audios
+        msg.media_sections_requirement.num_videos = videos
         p.send(msg)
 
     # -- tokens ----------------------------------------------------------------

@@ -150,6 +150,10 @@ class SignalSession:
                     await self.conn.close(CLOSE_POLICY_VIOLATION, "too many pending requests")
                     return
 
+    def enqueue(self, request: rtc.SignalRequest) -> None:
+        """Handle `request` as if the client had sent it (v1's JoinRequest contents)."""
+        self._requests.put_nowait(request)
+
     def _answer_ping(self, request: rtc.SignalRequest) -> bool:
         which = request.WhichOneof("message")
         now_ms = int(time.time() * 1000)

@@ -171,6 +171,7 @@ def _join(browser: Browser, server: RoostServer, room: str, **options: Any) -> d
     return joined
 
 
+@pytest.mark.parametrize("server", [("--no-single-pc",)], indirect=True)
 def test_browser_joins_and_exchanges_data_with_the_python_sdk(
     browser: Browser, server: RoostServer, python_side: Callable[..., Future[Any]]
 ) -> None:

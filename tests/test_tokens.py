@@ -137,6 +137,7 @@ def test_validate_accepts_good_token(server: RoostServer) -> None:
     assert (status, body) == (200, "success"), "token in ?access_token= must validate too"
 
 
+@pytest.mark.parametrize("server", [("--no-single-pc",)], indirect=True)
 async def test_v1_paths_404_so_clients_fall_back(server: RoostServer) -> None:
     token = _good(server)
     headers = {"Authorization": f"Bearer {token}"}

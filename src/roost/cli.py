@@ -32,8 +32,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         settings.rtc.node_ip = args.node_ip
     if args.log_level:
         settings.log_level = args.log_level
-    if getattr(args, "single_pc", None):
-        settings.rtc.single_peer_connection = True
+    if getattr(args, "single_pc", None) is not None:
+        settings.rtc.single_peer_connection = args.single_pc
     if getattr(args, "redis_host", None):
         settings.redis.address = args.redis_host
     if getattr(args, "webhook_url", None):
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--redis-host", help="Redis address for multi-node mode")
     serve.add_argument("--webhook-url", action="append", help="webhook URL (repeatable)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    serve.add_argument("--single-pc", action="store_true", default=None,
+    serve.add_argument("--single-pc", action=argparse.BooleanOptionalAction, default=None,
                        help="serve /rtc/v1 (one peer connection per participant)")
     serve.set_defaults(func=cmd_serve)
 

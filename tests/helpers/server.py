@@ -122,9 +122,10 @@ class RoostServer:
             self.host,
             "--port",
             str(self.port),
-            *self.extra_args,
-            # e.g. ROOST_TEST_SERVER_ARGS=--single-pc: run the whole suite with extra flags
+            # e.g. ROOST_TEST_SERVER_ARGS=--single-pc: the whole suite with extra flags (a
+            # test's own arguments come later and win)
             *os.environ.get("ROOST_TEST_SERVER_ARGS", "").split(),
+            *self.extra_args,
         ]
 
     def start(self, ready_timeout: float = READY_TIMEOUT) -> RoostServer:

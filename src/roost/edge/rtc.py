@@ -112,7 +112,7 @@ def decode_join_request(value: str) -> rtc.JoinRequest:
     if len(value) > MAX_JOIN_REQUEST * 4 // 3 + 4:
         raise HTTPRefusal(400, "join_request is too large")
     try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        raw = base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True)
         wrapped = rtc.WrappedJoinRequest.FromString(raw)
     except (binascii.Error, ValueError, DecodeError) as exc:
         raise HTTPRefusal(400, f"malformed join_request: {exc}") from exc

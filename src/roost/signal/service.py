@@ -245,6 +245,8 @@ class SignalService:
                 or transport.state in ("failed", "closed"):
             return
         audios, videos = transport.missing_sections()
+        log.debug("media sections requirement: %d audio, %d video", audios, videos,
+                  extra=p.log_extra())
         msg = rtc.SignalResponse()
         msg.media_sections_requirement.num_audios = audios
         msg.media_sections_requirement.num_videos = videos

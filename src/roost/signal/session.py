@@ -19,6 +19,7 @@ from roost.signal.connection import (
     CLOSE_UNSUPPORTED_DATA,
     SignalConnection,
 )
+from roost.telemetry import count_error
 
 if TYPE_CHECKING:
     from roost.room.participant import Participant
@@ -139,6 +140,7 @@ class SignalSession:
             try:
                 request = decode_request(data)
             except FrameError as exc:
+                count_error("signal_frame")
                 log.info("closing session: %s", exc, extra=self._extra())
                 await self.conn.close(CLOSE_UNSUPPORTED_DATA, str(exc))
                 return
@@ -146,6 +148,7 @@ class SignalSession:
                 try:
                     self._requests.put_nowait(request)
                 except asyncio.QueueFull:
+                    count_error("signal_flood")
                     log.warning("client floods requests, closing", extra=self._extra())
                     await self.conn.close(CLOSE_POLICY_VIOLATION, "too many pending requests")
                     return

@@ -170,6 +170,7 @@ class IceLink:
         self._controlling = controlling
         self._on_failed = on_failed
         self._conn = self._new_connection()
+        self._nominated = self._conn._nominated  # the live connection's nominated pairs
         self._pending: Connection | None = None  # being restarted, not yet connected
         self._restart_done = asyncio.Event()  # set whenever a pending restart ends
         self._connect_tasks: set[asyncio.Task[None]] = set()
@@ -223,7 +224,7 @@ class IceLink:
 
     def send_now(self, data: bytes) -> None:
         """Send a datagram on the nominated pair without a coroutine; dropped if none."""
-        pair = self._conn._nominated.get(1)
+        pair = self._nominated.get(1)
         if pair is not self._pair:
             self._pair = pair
             self._target = None
@@ -319,6 +320,7 @@ class IceLink:
             return
         if conn is self._pending:
             old, self._conn, self._pending = self._conn, conn, None
+            self._nominated = conn._nominated
             self._restart_done.set()
             await self._close_conn(old)  # wakes a reader blocked on the old connection
             log.debug("ice: restart completed")

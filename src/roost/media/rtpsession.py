@@ -72,6 +72,11 @@ DROP = _Drop()
 class RtpSession:
     """SRTP, demultiplexing and RTCP for one bundled transport (publisher or subscriber)."""
 
+    __slots__ = ("_phase", "_protect", "_protect_rtcp", "_sendto", "_unprotect",
+                 "_unprotect_rtcp", "downs", "errors", "extensions", "label", "remb_bps",
+                 "routes", "rtcp_errors", "rtcp_in", "rtcp_out", "rtp_in", "rtp_out",
+                 "send_errors", "srtp_errors", "ssrc", "unroutable", "ups")
+
     def __init__(self, label: str = "") -> None:
         self.label = label
         self.ssrc = secrets.randbits(32) or 1  # sender SSRC of roost's own RTCP

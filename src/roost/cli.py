@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--webhook-url", action="append", help="webhook URL (repeatable)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--single-pc", action=argparse.BooleanOptionalAction, default=None,
-                       help="serve /rtc/v1 (one peer connection per participant)")
+                       help="serve /rtc/v1, one peer connection per participant (default on)")
     serve.set_defaults(func=cmd_serve)
 
     token = sub.add_parser("token", help="access tokens").add_subparsers(dest="token_cmd",

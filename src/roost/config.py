@@ -29,7 +29,7 @@ class RTCConfig:
     use_ice_lite: bool = False
     # /rtc/v1 (and /rtc?join_request=): one peer connection per participant. Off: 404, so
     # clients fall back to /rtc with two peer connections.
-    single_peer_connection: bool = False
+    single_peer_connection: bool = True
     stun_servers: list[str] = field(default_factory=list)
 
 

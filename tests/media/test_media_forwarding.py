@@ -429,3 +429,78 @@ async def test_simulcast_layers_are_learnt_by_rid_and_chosen_by_max_quality(
     assert h.ssrc == down.ssrc
     last_seqs = [parse_header(p).sequence_number for p in rig.sub.rtp]
     assert last_seqs == sorted(last_seqs) and len(set(last_seqs)) == len(last_seqs)
+
+
+async def test_subscriber_remb_caps_the_simulcast_layer_and_pauses_below_the_lowest(
+    rigs: list[Rig],
+) -> None:
+    """REMB → layer choice (downgrade at once, upgrade after the hold) and pause/resume."""
+    rig = await open_rig(lambda p: video_offer(p, cid="cam", ssrc=0, rids=["q", "h", "f"]))
+    rigs.append(rig)
+    down = rig.down
+    states: list[bool] = []
+    down.on_stream_state = states.append
+    ssrcs = {"q": 0xA0, "h": 0xB0, "f": 0xC0}
+    sizes = {"q": 100, "h": 500, "f": 1100}  # ~50 / ~210 / ~450 kbps at 50 frames/s
+    remb = [150_000]  # fits q only
+    stop = asyncio.Event()
+
+    async def publish() -> None:
+        n = 0
+        while not stop.is_set():
+            for rid, ssrc in ssrcs.items():
+                rig.pub.peer.send_rtp(rtp(n, n * 1800, ssrc=ssrc, pt=96, marker=True,
+                                          payload=vp8_payload(n & 0x7FFF, keyframe=n % 5 == 0,
+                                                              size=sizes[rid]),
+                                          ext=[(MID_ID, b"0"), (RID_ID, rid.encode())]))
+            if n % 5 == 0:
+                rig.sub.peer.send_rtcp(bytes(RtcpRemb(0x5151, remb[0], [down.ssrc])))
+            n += 1
+            await asyncio.sleep(0.02)
+
+    def layer_of(pkt: bytes) -> str:
+        return "q" if len(pkt) < 300 else "h" if len(pkt) < 800 else "f"
+
+    def received_since(count: int) -> set[str]:
+        return {layer_of(p) for p in rig.sub.rtp[count:]}
+
+    task = asyncio.create_task(publish())
+    try:
+        # Low estimate: once the layer bitrates are measured only q is forwarded.
+        await until(lambda: down.bandwidth_share is not None and down.target_layer() == 0
+                    and rig.up.layer_bitrates()[0] > 0, timeout=5)
+        await until(lambda: bool(rig.sub.rtp) and layer_of(rig.sub.rtp[-1]) == "q", timeout=3)
+        count = len(rig.sub.rtp)
+        await asyncio.sleep(0.5)
+        assert len(rig.sub.rtp) > count and received_since(count) == {"q"}
+        rates = rig.up.layer_bitrates()
+        assert rates[0] < 150_000 < rates[1] < rates[2]
+
+        # High estimate: the switch up waits for the hold time.
+        remb[0] = 2_000_000
+        raised = time.monotonic()
+        await asyncio.sleep(1.2)
+        assert down.target_layer() == 0
+        await until(lambda: layer_of(rig.sub.rtp[-1]) == "f", timeout=4)
+        assert time.monotonic() - raised >= 2.0
+
+        # Below the lowest layer for PAUSE_HOLD: paused, nothing forwarded, the room is told.
+        remb[0] = 20_000
+        lowered = time.monotonic()
+        await until(lambda: layer_of(rig.sub.rtp[-1]) == "q", timeout=2)  # lowest, at first
+        await until(lambda: states == [False], timeout=4)
+        assert time.monotonic() - lowered >= 2.0
+        await asyncio.sleep(0.1)
+        count = len(rig.sub.rtp)
+        await asyncio.sleep(0.5)
+        assert len(rig.sub.rtp) == count and down.paused
+
+        # Room again: resumed (after the hold) with a keyframe, and the room is told.
+        remb[0] = 2_000_000
+        await until(lambda: states == [False, True], timeout=4)
+        await until(lambda: len(rig.sub.rtp) > count, timeout=2)
+        assert not down.paused
+        await until(lambda: layer_of(rig.sub.rtp[-1]) == "f", timeout=2)
+    finally:
+        stop.set()
+        await task

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from roost.media.codecs import (
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROTO = "UDP/TLS/RTP/SAVPF"
+UPGRADE_HOLD = 2.0  # seconds the bandwidth must allow a higher layer before switching up
+PAUSE_HOLD = 2.0  # seconds even the lowest layer must not fit before the track is paused
+NO_CAP = 2  # bandwidth limit when the subscriber never sent a REMB: every layer
 
 
 def random_ssrc(taken: set[int]) -> int:
@@ -73,6 +77,16 @@ class SubscriberDownTrack:
         self.offered_inactive = False  # an offer carried this section as inactive
         self.inactive_acked = False  # ...and the subscriber answered it: the mid is reusable
         self.max_quality = 2
+        # Bandwidth (protocol notes §9.6): the session sets `bandwidth_share` (bits/s this
+        # track may use, None without a REMB); `bw_layer` is the highest layer it allows
+        # (-1: not even the lowest, the track is paused), raised only after UPGRADE_HOLD.
+        self.bandwidth_share: float | None = None
+        self.bw_layer = NO_CAP
+        self._raise_since: float | None = None
+        self._raise_to = NO_CAP
+        self._starved_since: float | None = None
+        self.paused = False
+        self.on_stream_state: Callable[[bool], None] | None = None  # room: True = ACTIVE
         self.retransmitted = 0
         # summed into /metrics: NACKs/PLIs from the subscriber, packets/bytes forwarded
         # (copied from the forwarder's own counters by `sync_stats`, not per packet)
@@ -94,7 +108,7 @@ class SubscriberDownTrack:
         if self.engine is not None:
             self.engine.set_muted(not enabled)
         self.up.refresh()
-        if enabled:
+        if enabled and not self.paused:
             self.up.request_keyframe(self.target_layer())
 
     def set_max_quality(self, spatial: int) -> None:
@@ -106,18 +120,69 @@ class SubscriberDownTrack:
         return self.engine.target_layer if self.engine is not None else None
 
     def select_layer(self, now: float) -> None:
-        """Forward the best layer at or below `max_quality` that is currently arriving."""
+        """Forward the best arriving layer within `max_quality` and the bandwidth share."""
         engine = self.engine
-        if engine is None or len(self.up.layers) < 2:
+        if engine is None or self.kind != "video":
             return
         available = self.up.available_layers(now)
         if not available:
             return
-        fitting = [la for la in available if la <= self.max_quality]
+        self._update_bw_layer(available, now)
+        if self.bw_layer < 0:
+            self._set_paused(True)
+            return
+        if len(self.up.layers) < 2 and not self.paused:
+            return
+        cap = min(self.max_quality, self.bw_layer)
+        fitting = [la for la in available if la <= cap]
         target = fitting[-1] if fitting else available[0]
-        if target != engine.target_layer:
+        resumed = self._set_paused(False)
+        if target != engine.target_layer or resumed:
             engine.set_target(target)
             self.up.request_keyframe(target)
+
+    def _update_bw_layer(self, available: list[int], now: float) -> None:
+        """Lower `bw_layer` at once when the share shrinks; raise it after UPGRADE_HOLD."""
+        share = self.bandwidth_share
+        if share is None:
+            fits = NO_CAP
+        else:
+            rates = self.up.layer_bitrates()
+            fits = max((la for la in available if rates.get(la, 0.0) <= share), default=-1)
+            if fits == available[-1]:
+                fits = NO_CAP  # everything that arrives fits: no limit from bandwidth
+        if fits >= 0 or self.paused:
+            self._starved_since = None
+        elif self._starved_since is None or now - self._starved_since < PAUSE_HOLD:
+            # not even the lowest layer fits: keep it for PAUSE_HOLD before pausing (an
+            # estimate dipping below the stream's own rate for a moment is normal)
+            self._starved_since = self._starved_since or now
+            fits = 0
+        if fits <= self.bw_layer:
+            self.bw_layer = fits
+            self._raise_since = None
+        elif self._raise_since is None:
+            self._raise_since = now
+            self._raise_to = fits
+        else:
+            self._raise_to = min(self._raise_to, fits)
+            if now - self._raise_since >= UPGRADE_HOLD:
+                self.bw_layer = self._raise_to
+                self._raise_since = None
+
+    def _set_paused(self, paused: bool) -> bool:
+        """Pause/resume for bandwidth; tells the room (StreamStateUpdate). True if changed."""
+        if paused == self.paused or self.engine is None:
+            return False
+        self.paused = paused
+        if paused:
+            self.engine.set_target(None)
+        log.info("%s %s for bandwidth (share %s bps)", self.track_sid,
+                 "paused" if paused else "resumed", self.bandwidth_share)
+        callback = self.on_stream_state
+        if callback is not None:
+            callback(not paused)
+        return True
 
     # -- negotiation -------------------------------------------------------------------
     def offer_section(self, mid: str, table: PayloadTypes) -> MediaSection:

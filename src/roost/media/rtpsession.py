@@ -47,6 +47,9 @@ SENDER_REPORT_TICKS = 150  # sender reports every 3 s
 # REMB sent to publishers: roost does no receive-side bandwidth estimation, so it states a
 # fixed, generous ceiling and lets the publisher's loss-based controller do the rest.
 REMB_BITRATE = 10_000_000
+# A subscriber REMB older than this no longer limits forwarding (some receivers only send
+# REMB while packets arrive: a paused track must not stay paused on a stale estimate).
+REMB_TIMEOUT = 3.0
 MAX_ROUTES = 64  # SSRCs learnt per connection
 _SSRC = struct.Struct("!I")
 
@@ -73,8 +76,8 @@ class RtpSession:
     """SRTP, demultiplexing and RTCP for one bundled transport (publisher or subscriber)."""
 
     __slots__ = ("_phase", "_protect", "_protect_rtcp", "_sendto", "_unprotect",
-                 "_unprotect_rtcp", "downs", "errors", "extensions", "label", "remb_bps",
-                 "routes", "rtcp_errors", "rtcp_in", "rtcp_out", "rtp_in", "rtp_out",
+                 "_unprotect_rtcp", "downs", "errors", "extensions", "label", "remb_at",
+                 "remb_bps", "routes", "rtcp_errors", "rtcp_in", "rtcp_out", "rtp_in", "rtp_out",
                  "send_errors", "srtp_errors", "ssrc", "unroutable", "ups")
 
     def __init__(self, label: str = "") -> None:
@@ -90,7 +93,8 @@ class RtpSession:
         self._protect_rtcp: Callable[[bytes], bytes] | None = None
         self._sendto: Callable[[bytes], None] | None = None
         self._phase = secrets.randbelow(SENDER_REPORT_TICKS)
-        self.remb_bps = 0  # what the subscriber last estimated for us
+        self.remb_bps: int | None = None  # the subscriber's last REMB (None: none yet)
+        self.remb_at = 0.0
         # counters
         self.rtp_in = 0
         self.rtcp_in = 0
@@ -287,9 +291,27 @@ class RtpSession:
                     if down is not None and down not in pli:
                         pli.append(down)
             elif isinstance(p, RtcpRemb):
-                self.remb_bps = p.bitrate
+                if not p.ssrcs or any(s in downs for s in p.ssrcs):
+                    self.remb_bps = p.bitrate
+                    self.remb_at = now
+                    self.allocate(now)
         for down in pli:  # once per compound, as LiveKit does
             down.on_pli()
+
+    def allocate(self, now: float) -> None:
+        """Share the subscriber's REMB estimate among its video down-tracks; pick layers.
+
+        No REMB ever received: no bandwidth limit (only UpdateTrackSettings applies).
+        Audio is not counted and never paused (protocol notes §9.6).
+        """
+        if self.remb_bps is not None and now - self.remb_at > REMB_TIMEOUT:
+            self.remb_bps = None  # stale
+        videos = [d for s, d in self.downs.items()
+                  if s == d.ssrc and d.kind == "video" and d.engine is not None and d.forwarding]
+        share = self.remb_bps / len(videos) if self.remb_bps is not None and videos else None
+        for down in videos:
+            down.bandwidth_share = share
+            down.select_layer(now)
 
     def _report_blocks(self, blocks: list[RtcpReportBlock], now: float) -> None:
         for block in blocks:
@@ -326,10 +348,10 @@ class RtpSession:
             self._publisher_reports(now)
         if (n + self._phase) % SENDER_REPORT_TICKS == 0 and self.downs:
             self._sender_reports(now)
-        if n % REPORT_TICKS == 0:
-            for ssrc, down in self.downs.items():
+        if n % REPORT_TICKS == 0 and self.downs:
+            self.allocate(now)
+            for ssrc, down in list(self.downs.items()):
                 if ssrc == down.ssrc:
-                    down.select_layer(now)
                     down.sync_stats()
 
     def _publisher_reports(self, now: float) -> None:

@@ -11,6 +11,7 @@ by the publisher's `RtpSession`.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -48,6 +49,8 @@ Send = Callable[[bytes | bytearray], None]
 RID_LAYERS = {"q": 0, "h": 1, "f": 2}
 LAYER_TIMEOUT = 1.0  # a layer silent this long is treated as stopped
 UPSTREAM_NACK_INTERVAL = 0.1  # a sequence number is NACKed upstream at most this often
+RATE_WINDOW = 1.0  # seconds of received bytes a layer's bitrate is measured over
+RATE_SAMPLE = 0.25  # how often the byte counters are sampled into that window
 
 
 def layer_indexes(rids: list[str]) -> list[int]:
@@ -60,8 +63,8 @@ def layer_indexes(rids: list[str]) -> list[int]:
 class UpLayer:
     """One RTP stream of a published track: a simulcast layer, or the only stream."""
 
-    __slots__ = ("forwarded_nacks", "index", "last_at", "nack", "octets", "packets", "rid",
-                 "rtx_ssrc", "ssrc", "stats", "track")
+    __slots__ = ("bitrate", "forwarded_nacks", "index", "last_at", "nack", "octets", "packets",
+                 "rid", "rtx_ssrc", "samples", "ssrc", "stats", "track")
 
     def __init__(self, track: MediaUpTrack, index: int, rid: str = "") -> None:
         self.track = track
@@ -75,6 +78,17 @@ class UpLayer:
         self.octets = 0
         self.last_at = 0.0
         self.forwarded_nacks: dict[int, float] = {}  # seq -> when a subscriber's NACK went up
+        self.samples: deque[tuple[float, int]] = deque()  # (when, octets) over RATE_WINDOW
+        self.bitrate = 0.0  # bits/s received over the last RATE_WINDOW
+
+    def sample_rate(self, now: float) -> None:
+        """Record the byte counter and update `bitrate` (sliding RATE_WINDOW, no hot-path cost)."""
+        samples = self.samples
+        samples.append((now, self.octets))
+        while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW:
+            samples.popleft()
+        t0, o0 = samples[0]
+        self.bitrate = (self.octets - o0) * 8 / (now - t0) if now > t0 else 0.0
 
     def on_rtp(self, plain: bytes) -> None:
         """Route target for this layer's SSRC."""
@@ -159,6 +173,7 @@ class MediaUpTrack:
         self._sinks: list[tuple[DownTrack, Send]] = []
         self._rewriters: dict[tuple[object, ...], ExtensionRewriter] = {}
         self.closed = False
+        self._rate_at = 0.0
         # plain counters: `stats` is summed into /metrics (packets/bytes in, NACKs and PLIs
         # sent upstream); the rest are for logs and tests
         self.stats = MediaStats(kind)
@@ -236,6 +251,10 @@ class MediaUpTrack:
         return sorted(la.index for la in self.layers
                       if la.packets and now - la.last_at < LAYER_TIMEOUT)
 
+    def layer_bitrates(self) -> dict[int, float]:
+        """Measured bits/s of each spatial layer (over the last ~RATE_WINDOW)."""
+        return {la.index: la.bitrate for la in self.layers}
+
     # -- hot path ----------------------------------------------------------------------
     def receive(self, plain: bytes, layer: UpLayer, now: float) -> None:
         """One decrypted publisher packet of `layer`: account it and forward it."""
@@ -302,6 +321,10 @@ class MediaUpTrack:
     def tick(self, now: float) -> None:
         """Every ~20 ms: NACK upstream gaps; keyframes for down-tracks waiting for one."""
         session = self.session
+        if now - self._rate_at >= RATE_SAMPLE:
+            self._rate_at = now
+            for la in self.layers:
+                la.sample_rate(now)
         for la in self.layers:
             if la.ssrc and la.nack.outstanding:
                 pkt = la.nack.build(session.ssrc, la.ssrc, now)

@@ -135,6 +135,10 @@ class Subscriptions:
         down = transport.add_track(pub.up, track_sid=pub.sid,
                                         stream_id=f"{pub.publisher.sid}|{pub.sid}")
         pub.subscribers[sub.sid] = Subscription(sub, pub, down)
+        down.on_stream_state = lambda active: sub.send(rtc.SignalResponse(
+            stream_state_update=rtc.StreamStateUpdate(stream_states=[rtc.StreamStateInfo(
+                participant_sid=pub.publisher.sid, track_sid=pub.sid,
+                state=rtc.StreamState.ACTIVE if active else rtc.StreamState.PAUSED)])))
         sub.request_negotiation()
         if not pub.ever_subscribed:
             pub.ever_subscribed = True

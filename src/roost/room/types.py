@@ -57,6 +57,8 @@ class DownTrack(Protocol):
     """One subscription's outgoing RTP stream on a subscriber transport (media layer)."""
 
     track_sid: str
+    # media → room: the track was paused (False) / resumed (True) for lack of bandwidth
+    on_stream_state: Callable[[bool], None] | None
 
     @property
     def mid(self) -> str:

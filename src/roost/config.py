@@ -27,6 +27,10 @@ class RTCConfig:
     port_range_start: int = 0  # 0 = ephemeral UDP ports
     port_range_end: int = 0
     use_ice_lite: bool = False
+    # rtc.congestion_control.allow_pause: video a subscriber's bandwidth cannot carry even
+    # at the lowest layer is paused (StreamStateUpdate). Off, as in livekit-server: such
+    # video stays on its lowest layer unless the client asks with subscriber_allow_pause.
+    allow_pause: bool = False
     # /rtc/v1 (and /rtc?join_request=): one peer connection per participant. Off: 404, so
     # clients fall back to /rtc with two peer connections.
     single_peer_connection: bool = True
@@ -164,6 +168,9 @@ def load_file(settings: Settings, path: str | Path) -> None:
     rtc = data.get("rtc")
     if isinstance(rtc, dict):
         rtc = dict(rtc)
+        congestion = rtc.get("congestion_control")
+        if isinstance(congestion, dict) and "allow_pause" in congestion:
+            rtc["allow_pause"] = bool(congestion["allow_pause"])
         if "port_range_start" not in rtc and "udp_port" in rtc:
             rtc["port_range_start"] = rtc["port_range_end"] = rtc["udp_port"]
         data["rtc"] = rtc

@@ -438,6 +438,7 @@ async def test_subscriber_remb_caps_the_simulcast_layer_and_pauses_below_the_low
     rig = await open_rig(lambda p: video_offer(p, cid="cam", ssrc=0, rids=["q", "h", "f"]))
     rigs.append(rig)
     down = rig.down
+    down.allow_pause = True  # as with rtc.congestion_control.allow_pause or the client's wish
     states: list[bool] = []
     down.on_stream_state = states.append
     ssrcs = {"q": 0xA0, "h": 0xB0, "f": 0xC0}

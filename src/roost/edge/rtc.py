@@ -82,6 +82,7 @@ def client_params(request: web.Request) -> ClientParams:
         client_protocol=_int(q.get("client_protocol")),
         auto_subscribe=_flag(q.get("auto_subscribe"), True),
         adaptive_stream=_flag(q.get("adaptive_stream")),
+        subscriber_allow_pause=_flag(q.get("subscriber_allow_pause")),
         sdk=q.get("sdk", ""),
         version=q.get("version", ""),
         os=q.get("os", ""),
@@ -145,6 +146,8 @@ def join_request_params(join: rtc.JoinRequest) -> ClientParams:
         # proto3 bool: no connection_settings means no auto-subscribe (v0 defaults to on)
         auto_subscribe=settings.auto_subscribe,
         adaptive_stream=settings.adaptive_stream,
+        subscriber_allow_pause=settings.HasField("subscriber_allow_pause")
+        and settings.subscriber_allow_pause,
         sdk=sdk,
         version=info.version,
         os=info.os,

@@ -86,6 +86,7 @@ class SubscriberDownTrack:
         self._raise_to = NO_CAP
         self._starved_since: float | None = None
         self.paused = False
+        self.allow_pause = False  # room: may bandwidth pause this track (else: lowest layer)
         self.on_stream_state: Callable[[bool], None] | None = None  # room: True = ACTIVE
         self.retransmitted = 0
         # summed into /metrics: NACKs/PLIs from the subscriber, packets/bytes forwarded
@@ -151,6 +152,8 @@ class SubscriberDownTrack:
             fits = max((la for la in available if rates.get(la, 0.0) <= share), default=-1)
             if fits == available[-1]:
                 fits = NO_CAP  # everything that arrives fits: no limit from bandwidth
+            elif fits < 0 and not self.allow_pause:
+                fits = 0  # pausing not allowed: the lowest layer is the floor
         if fits >= 0 or self.paused:
             self._starved_since = None
         elif self._starved_since is None or now - self._starved_since < PAUSE_HOLD:

@@ -87,6 +87,7 @@ class RoomManager:
         room.on_participant_left.append(self._participant_left)
         room.on_track.append(lambda r, p, pub, published: self.emit(
             "track_published" if published else "track_unpublished", r, p, pub.info))
+        room.allow_pause = self.settings.rtc.allow_pause
         self.rooms[name] = room
         room.start()
         log.info("room created", extra=room.log_extra())

@@ -38,6 +38,7 @@ class ClientParams:
     reconnect_sid: str = ""
     reconnect_reason: int = 0
     single_pc: bool = False
+    subscriber_allow_pause: bool = False  # the client accepts bandwidth pauses of its video
     # v1: base64 SignalRequests (JoinRequest's add_track_requests, publisher_offer) to
     # handle right after the JoinResponse
     initial_requests: list[str] = field(default_factory=list)

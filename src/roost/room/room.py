@@ -58,6 +58,7 @@ class Room:
         self.creation_time_ms = int(now * 1000)
         self.participants: dict[str, Participant] = {}  # by identity
         self.closed = False
+        self.allow_pause = False  # rtc.congestion_control.allow_pause, set by the manager
         self.ever_joined = False
         self.last_left_at = 0.0
         self.version = 0

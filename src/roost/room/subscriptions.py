@@ -135,6 +135,7 @@ class Subscriptions:
         down = transport.add_track(pub.up, track_sid=pub.sid,
                                         stream_id=f"{pub.publisher.sid}|{pub.sid}")
         pub.subscribers[sub.sid] = Subscription(sub, pub, down)
+        down.allow_pause = self.room.allow_pause or sub.params.subscriber_allow_pause
         down.on_stream_state = lambda active: sub.send(rtc.SignalResponse(
             stream_state_update=rtc.StreamStateUpdate(stream_states=[rtc.StreamStateInfo(
                 participant_sid=pub.publisher.sid, track_sid=pub.sid,

@@ -59,6 +59,7 @@ class DownTrack(Protocol):
     track_sid: str
     # media → room: the track was paused (False) / resumed (True) for lack of bandwidth
     on_stream_state: Callable[[bool], None] | None
+    allow_pause: bool  # may bandwidth pause it (else it stays on the lowest layer)
 
     @property
     def mid(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import collections
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ class _FrameQueue:
         return self._items.popleft()
 
 
-class _Stream:
+class _Stream(abc.ABC):
     """Binds to a remote track now, or to the participant's next track of a source."""
 
     def __init__(self, track: Track | None, capacity: int,
@@ -82,8 +83,9 @@ class _Stream:
         track._add_sink(self._on_frame, self._on_end)
         track._start()
 
+    @abc.abstractmethod
     def _on_frame(self, frame: Any) -> None:
-        raise NotImplementedError
+        """Turn one decoded frame of the track into this stream's event (per kind)."""
 
     def _on_end(self) -> None:
         self._queue.put(None)

@@ -3,6 +3,7 @@ participant: `stream_text`, `send_text`, `stream_bytes`, `send_bytes`, `send_fil
 
 from __future__ import annotations
 
+import abc
 import mimetypes
 import os
 
@@ -20,11 +21,12 @@ from .streams import (
 )
 
 
-class StreamSender:
+class StreamSender(abc.ABC):
     """The stream-sending half of `LocalParticipant` (it provides `_send_packet`)."""
 
+    @abc.abstractmethod
     async def _send_packet(self, packet: models.DataPacket, reliable: bool = True) -> None:
-        raise NotImplementedError
+        """Send one DataPacket (LocalParticipant provides it)."""
 
     async def stream_text(self, *, destination_identities: list[str] | None = None,
                           topic: str = "", attributes: dict[str, str] | None = None,

@@ -256,46 +256,6 @@ def build_extension_block(elements: list[tuple[int, bytes]]) -> bytes:
     return bytes(out)
 
 
-def remap_extension_ids(buf: bytearray, h: RtpHeader, table: Buffer) -> None:
-    """Rewrite element ids in place through `table[old_id]`; id 0 erases the element.
-
-    Erased elements become padding bytes (0), which RFC 8285 receivers skip, so the packet
-    length never changes. `table` has 256 entries; one-byte ids must map to 1..14.
-    """
-    if not h.extension:
-        return
-    i, end = h.ext_offset, h.ext_end
-    if h.ext_profile == ONE_BYTE_PROFILE:
-        while i < end:
-            b = buf[i]
-            if b == 0:
-                i += 1
-                continue
-            eid = b >> 4
-            if eid == 15:
-                return
-            length = (b & 0x0F) + 1
-            new = table[eid]
-            if new == 0:
-                buf[i : i + 1 + length] = bytes(1 + length)
-            else:
-                buf[i] = (new << 4) | (b & 0x0F)
-            i += 1 + length
-    elif h.ext_profile & 0xFFF0 == TWO_BYTE_PROFILE:
-        while i + 1 < end:
-            eid = buf[i]
-            if eid == 0:
-                i += 1
-                continue
-            length = buf[i + 1]
-            new = table[eid]
-            if new == 0:
-                buf[i : i + 2 + length] = bytes(2 + length)
-            else:
-                buf[i] = new
-            i += 2 + length
-
-
 def rewrite_header(
     buf: bytearray | memoryview,
     ssrc: int,
@@ -313,11 +273,6 @@ def rewrite_header(
         if marker >= 0:
             b1 = (b1 & 0x7F) | (0x80 if marker else 0)
         buf[1] = b1
-
-
-def pack_header(marker: bool, payload_type: int, seq: int, ts: int, ssrc: int, ext: bool) -> bytes:
-    """A 12-byte fixed header without CSRCs or padding."""
-    return _FIXED.pack(0x90 if ext else 0x80, (0x80 if marker else 0) | payload_type, seq, ts, ssrc)
 
 
 def abs_send_time(now: float) -> bytes:
@@ -560,15 +515,6 @@ def red_primary(buf: Buffer, off: int, end: int) -> tuple[int, int, int]:
     if start > end:
         raise ValueError("RED redundant blocks overrun the payload")
     return b & 0x7F, start, end
-
-
-def red_to_primary(buf: Buffer, h: RtpHeader) -> bytes:
-    """Plain packet carrying only the RED primary block, with the primary block's PT."""
-    pt, start, end = red_primary(buf, h.payload_offset, h.payload_end)
-    head = bytearray(buf[: h.payload_offset])
-    head[0] &= 0xDF
-    head[1] = (head[1] & 0x80) | pt
-    return b"".join((head, memoryview(buf)[start:end]))
 
 
 # --------------------------------------------------------------------------- packet object

@@ -58,6 +58,28 @@ async def _colour(source: rtc.VideoSource, width: int, height: int) -> None:
         await asyncio.sleep(1 / 15)
 
 
+async def heard_pitch(remote: rtc.Track, timeout: float = 15) -> float:
+    """Dominant frequency of the first half second of loud audio on `remote`."""
+    stream = rtc.AudioStream(remote, sample_rate=SAMPLE_RATE, num_channels=1)
+    heard: list[np.ndarray] = []
+
+    async def listen() -> None:
+        loud = 0
+        async for event in stream:
+            data = np.frombuffer(event.frame.data, dtype=np.int16)
+            if np.sqrt(np.mean(data.astype(np.float64) ** 2)) > 1000:
+                heard.append(data.copy())
+                loud += len(data)
+                if loud >= SAMPLE_RATE // 2:
+                    return
+
+    try:
+        await asyncio.wait_for(listen(), timeout)
+    finally:
+        await stream.aclose()
+    return _dominant_hz(np.concatenate(heard))
+
+
 def _dominant_hz(samples: np.ndarray) -> float:
     spectrum = np.abs(np.fft.rfft(samples.astype(np.float64) * np.hanning(len(samples))))
     return float(np.fft.rfftfreq(len(samples), 1 / SAMPLE_RATE)[int(np.argmax(spectrum))])
@@ -87,24 +109,7 @@ async def audio_track_is_heard(srv: dict[str, str]) -> dict[str, Any]:
             assert remote.kind == rtc.TrackKind.KIND_AUDIO
             assert remote_pub.source == rtc.TrackSource.SOURCE_MICROPHONE
 
-            stream = rtc.AudioStream(remote, sample_rate=SAMPLE_RATE, num_channels=1)
-            heard: list[np.ndarray] = []
-
-            async def listen() -> None:
-                loud = 0
-                async for event in stream:
-                    data = np.frombuffer(event.frame.data, dtype=np.int16)
-                    if np.sqrt(np.mean(data.astype(np.float64) ** 2)) > 1000:
-                        heard.append(data.copy())
-                        loud += len(data)
-                        if loud >= SAMPLE_RATE // 2:
-                            return
-
-            try:
-                await asyncio.wait_for(listen(), 15)
-            finally:
-                await stream.aclose()
-            pitch = _dominant_hz(np.concatenate(heard))
+            pitch = await heard_pitch(remote)
             assert abs(pitch - TONE_HZ) < 15, f"heard {pitch:.0f} Hz instead of {TONE_HZ:.0f} Hz"
 
             track.mute()

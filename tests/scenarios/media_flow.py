@@ -172,24 +172,28 @@ async def tone_is_heard_whole(srv: dict[str, str]) -> dict[str, Any]:
         await rooms.close()
 
 
-async def two_publishers_reach_a_third(srv: dict[str, str]) -> dict[str, Any]:
-    """Alice (440 Hz) and Bob (660 Hz) publish; Carol hears each on the right track."""
+async def publishers_reach_one_listener(
+    srv: dict[str, str], room: str, listener: str, pitches: dict[str, float], *,
+    subscribe_timeout: float, heard_timeout: float,
+) -> dict[str, Any]:
+    """Each publisher sends its tone; `listener` hears each one on that publisher's track."""
     rooms = Rooms(srv)
-    tones = {"alice": Tone(440), "bob": Tone(660)}
+    tones = {who: Tone(hz) for who, hz in pitches.items()}
     ears: dict[str, Ear] = {}
     try:
-        carol = rooms.new()
-        events = EventLog(carol, *EVENTS, label="carol")
-        await rooms.join("carol", "pair", room=carol)
+        listening = rooms.new()
+        events = EventLog(listening, *EVENTS, label=listener)
+        await rooms.join(listener, room, room=listening)
         for identity, tone in tones.items():
-            await tone.publish(await rooms.join(identity, "pair"))
+            await tone.publish(await rooms.join(identity, room))
         for identity in tones:
             track, _, _ = await events.wait(
-                "track_subscribed", lambda t, p, who, i=identity: who.identity == i, timeout=15)
-            ears[identity] = Ear(track, f"carol<-{identity}")
+                "track_subscribed", lambda t, p, who, i=identity: who.identity == i,
+                timeout=subscribe_timeout)
+            ears[identity] = Ear(track, f"{listener}<-{identity}")
         for tone in tones.values():
             tone.burst(2.0)
-        await _wait_heard(list(ears.values()), 1.5, timeout=10)
+        await _wait_heard(list(ears.values()), 1.5, timeout=heard_timeout)
         for identity, ear in ears.items():
             _check(ear, tones[identity].hz)
         return {who: round(e.pitch, 1) for who, e in ears.items()}
@@ -199,6 +203,13 @@ async def two_publishers_reach_a_third(srv: dict[str, str]) -> dict[str, Any]:
         for tone in tones.values():
             await tone.close()
         await rooms.close()
+
+
+async def two_publishers_reach_a_third(srv: dict[str, str]) -> dict[str, Any]:
+    """Alice (440 Hz) and Bob (660 Hz) publish; Carol hears each on the right track."""
+    return await publishers_reach_one_listener(
+        srv, "pair", "carol", {"alice": 440, "bob": 660},
+        subscribe_timeout=15, heard_timeout=10)
 
 
 async def selective_subscription(srv: dict[str, str]) -> dict[str, Any]:

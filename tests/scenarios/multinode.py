@@ -11,10 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from livekit import rtc
 from tests.helpers.sdk import EventLog, Rooms
-from tests.scenarios.media import SAMPLE_RATE, TONE_HZ, _background, _dominant_hz, _tone
+from tests.scenarios.media import SAMPLE_RATE, TONE_HZ, _background, _tone, heard_pitch
 
 ROOM = "cluster"
 
@@ -72,24 +71,7 @@ async def audio_across_nodes(node_a: dict[str, str], node_b: dict[str, str]) -> 
         async with _background(_tone(source)):
             remote, _, publisher = await bob_events.wait("track_subscribed", timeout=15)
             assert publisher.identity == "alice"
-            stream = rtc.AudioStream(remote, sample_rate=SAMPLE_RATE, num_channels=1)
-            heard: list[np.ndarray] = []
-
-            async def listen() -> None:
-                loud = 0
-                async for event in stream:
-                    data = np.frombuffer(event.frame.data, dtype=np.int16)
-                    if np.sqrt(np.mean(data.astype(np.float64) ** 2)) > 1000:
-                        heard.append(data.copy())
-                        loud += len(data)
-                        if loud >= SAMPLE_RATE // 2:
-                            return
-
-            try:
-                await asyncio.wait_for(listen(), 15)
-            finally:
-                await stream.aclose()
-        pitch = _dominant_hz(np.concatenate(heard))
+            pitch = await heard_pitch(remote)
         assert abs(pitch - TONE_HZ) < 15, f"heard {pitch:.0f} Hz instead of {TONE_HZ:.0f} Hz"
         return {"pitch_hz": round(pitch, 1)}
     finally:

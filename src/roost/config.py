@@ -23,9 +23,15 @@ class ConfigError(ValueError):
 class RTCConfig:
     """Media transport settings (`rtc.*` in livekit.yaml)."""
 
-    node_ip: str = ""
-    port_range_start: int = 0  # 0 = ephemeral UDP ports
+    node_ip: str = ""  # the address advertised in candidates instead of the bind address
+    # rtc.udp_port: every peer connection of the process shares one UDP socket per address
+    # (demultiplexed by ICE ufrag, then by remote address). 0 = off.
+    udp_port: int = 0
+    # rtc.tcp_port: passive ICE-TCP host candidates on one listening port (RFC 6544). 0 = off.
+    tcp_port: int = 0
+    port_range_start: int = 0  # 0 = ephemeral UDP ports (used when udp_port is 0)
     port_range_end: int = 0
+    use_external_ip: bool = False  # discover node_ip through stun_servers at start-up
     use_ice_lite: bool = False
     # rtc.congestion_control.allow_pause: video a subscriber's bandwidth cannot carry even
     # at the lowest layer is paused (StreamStateUpdate). Off, as in livekit-server: such
@@ -34,7 +40,35 @@ class RTCConfig:
     # /rtc/v1 (and /rtc?join_request=): one peer connection per participant. Off: 404, so
     # clients fall back to /rtc with two peer connections.
     single_peer_connection: bool = True
-    stun_servers: list[str] = field(default_factory=list)
+    stun_servers: list[str] = field(default_factory=list)  # "host:port", for use_external_ip
+    # rtc.turn_servers: external TURN servers handed to clients, as livekit.yaml writes them
+    # (host, port, protocol udp|tcp|tls, username, credential).
+    turn_servers: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class TurnConfig:
+    """The embedded TURN server (`turn.*` in livekit.yaml, plus roost's `tcp_port`)."""
+
+    enabled: bool = False
+    domain: str = ""  # the host name clients are given in turn:/turns: URLs
+    udp_port: int = 3478  # TURN over UDP (0 = off)
+    tcp_port: int = 0  # TURN over plain TCP (roost's; 0 = off)
+    tls_port: int = 0  # TURN over TLS (livekit's default when enabled is 5349)
+    cert_file: str = ""
+    key_file: str = ""
+    # external_tls: a load balancer terminates TLS in front of roost and forwards plain TCP
+    # to tls_port; clients are still told turns:domain:443.
+    external_tls: bool = False
+    relay_range_start: int = 30000
+    relay_range_end: int = 40000
+    # limits (roost's): allocations per user (credential) and in all, relayed bytes/s per
+    # allocation, and the longest lifetime a client may ask for.
+    max_allocations_per_user: int = 10
+    max_allocations: int = 1000
+    allocation_bandwidth: int = 5_000_000  # bytes per second, 0 = unlimited
+    max_lifetime: int = 3600
+    credential_ttl: int = 86400  # seconds a participant's TURN credential stays valid
 
 
 @dataclass
@@ -84,6 +118,7 @@ class Settings:
     region: str = ""
     compose_api_key: str = ""  # x-simli-api-key for /compose/*; --dev accepts "simli-dev-key"
     rtc: RTCConfig = field(default_factory=RTCConfig)
+    turn: TurnConfig = field(default_factory=TurnConfig)
     room: RoomConfig = field(default_factory=RoomConfig)
     limit: Limits = field(default_factory=Limits)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
@@ -105,6 +140,20 @@ class Settings:
                     )
         if not 0 < self.port < 65536:
             raise ConfigError(f"port {self.port} is out of range")
+        rtc, turn = self.rtc, self.turn
+        for name, port in (("rtc.udp_port", rtc.udp_port), ("rtc.tcp_port", rtc.tcp_port),
+                           ("turn.udp_port", turn.udp_port), ("turn.tcp_port", turn.tcp_port),
+                           ("turn.tls_port", turn.tls_port)):
+            if not 0 <= int(port) < 65536:
+                raise ConfigError(f"{name} {port} is out of range")
+        if rtc.use_external_ip and not rtc.stun_servers and not rtc.node_ip:
+            raise ConfigError("rtc.use_external_ip needs rtc.stun_servers (host:port) to ask")
+        if turn.enabled:
+            if turn.tls_port and not turn.external_tls and not (turn.cert_file and turn.key_file):
+                raise ConfigError("turn.tls_port needs turn.cert_file and turn.key_file "
+                                  "(or turn.external_tls when a load balancer terminates TLS)")
+            if not 0 < turn.relay_range_start <= turn.relay_range_end < 65536:
+                raise ConfigError("turn.relay_range_start/end must be a port range")
         hook = self.webhook
         if hook.urls and hook.api_key not in self.keys and (hook.api_key or len(self.keys) > 1):
             raise ConfigError("webhook.api_key must name one of the API keys (it may be left "
@@ -171,8 +220,14 @@ def load_file(settings: Settings, path: str | Path) -> None:
         congestion = rtc.get("congestion_control")
         if isinstance(congestion, dict) and "allow_pause" in congestion:
             rtc["allow_pause"] = bool(congestion["allow_pause"])
-        if "port_range_start" not in rtc and "udp_port" in rtc:
-            rtc["port_range_start"] = rtc["port_range_end"] = rtc["udp_port"]
+        udp = rtc.get("udp_port")
+        if isinstance(udp, dict):  # livekit.yaml also allows udp_port: {start, end}
+            rtc.pop("udp_port")
+            if udp.get("start") and udp.get("end") and udp["start"] != udp["end"]:
+                rtc.setdefault("port_range_start", int(udp["start"]))
+                rtc.setdefault("port_range_end", int(udp["end"]))
+            else:
+                rtc["udp_port"] = int(udp.get("start") or udp.get("end") or 0)
         data["rtc"] = rtc
     _apply(settings, data, "config")
 

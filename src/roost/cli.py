@@ -30,6 +30,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         settings.port = args.port
     if args.node_ip:
         settings.rtc.node_ip = args.node_ip
+    if getattr(args, "udp_port", None) is not None:
+        settings.rtc.udp_port = args.udp_port
+    if getattr(args, "tcp_port", None) is not None:
+        settings.rtc.tcp_port = args.tcp_port
     if args.log_level:
         settings.log_level = args.log_level
     if getattr(args, "single_pc", None) is not None:
@@ -120,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--keys", help="API keys as 'key: secret' pairs (or env LIVEKIT_KEYS)")
     serve.add_argument("--config", help="livekit.yaml-style config file")
     serve.add_argument("--node-ip", help="IP address advertised in ICE candidates")
+    serve.add_argument("--udp-port", type=int,
+                       help="one UDP port shared by every peer connection (rtc.udp_port)")
+    serve.add_argument("--tcp-port", type=int,
+                       help="ICE over TCP on this port (rtc.tcp_port)")
     serve.add_argument("--redis-host", help="Redis address for multi-node mode")
     serve.add_argument("--webhook-url", action="append", help="webhook URL (repeatable)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])

@@ -161,15 +161,13 @@ class Settings:
 
     @property
     def media_addresses(self) -> list[str]:
-        """Addresses ICE gathers host candidates on (node_ip first, loopback included)."""
+        """Addresses ICE binds when no shared mux is running (node_ip first, wildcards kept)."""
         out: list[str] = []
         if self.rtc.node_ip:
             out.append(self.rtc.node_ip)
         for addr in self.bind_addresses:
-            if addr in ("0.0.0.0", "", "::"):
-                continue
             if addr not in out:
-                out.append(addr)
+                out.append(addr)  # wildcards are expanded by media.ice.expand_addresses
         if not out:
             out.append("127.0.0.1")
         return out

@@ -15,6 +15,7 @@ from roost.auth import TokenVerifier
 from roost.config import Settings
 from roost.edge.metrics import Metrics
 from roost.edge.rtc import RTCEndpoints
+from roost.media.icemux import IceMux
 from roost.room.manager import RoomManager
 from roost.room.participant import Participant
 from roost.room.room import Room
@@ -93,6 +94,7 @@ class RoostServer:
         self.metrics.add_routes(self.app)
         self._runner: web.AppRunner | None = None
         self.bound_ports: list[int] = []
+        self.ice_mux: IceMux | None = None
 
     def _load(self) -> LocalLoad:
         rooms = [r for r in self.rooms.rooms.values() if not r.closed]
@@ -110,6 +112,10 @@ class RoostServer:
         return web.Response(text="OK")
 
     async def start(self) -> None:
+        from roost.edge.network import start_ice_mux
+
+        self.ice_mux = await start_ice_mux(self.settings)
+        self.signal.ice_mux = self.ice_mux
         self.rooms.start()
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
                                      shutdown_timeout=2.0)
@@ -132,6 +138,8 @@ class RoostServer:
             await self.webhooks.stop(WEBHOOK_FLUSH_DEADLINE)
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.ice_mux is not None:
+            await self.ice_mux.stop()
 
     async def serve_forever(self) -> None:
         await self.start()

@@ -1,7 +1,8 @@
 """ICE for one peer connection: host candidates on configured addresses, restartable link.
 
 aioice's own gathering skips loopback and asks a STUN server; roost binds exactly the
-addresses it is configured with (loopback included) and uses no STUN/TURN.
+addresses it is configured with (loopback included), or takes its host candidates from the
+process's shared sockets (`IceMux`: `rtc.udp_port`, `rtc.tcp_port`, announced node_ip).
 `IceLink` is what `RTCDtlsTransport` reads and writes through (it duck-types aiortc's
 `RTCIceTransport`: `role`, `state`, `_recv`, `_send`) and keeps working across an ICE
 restart by swapping the underlying aioice connection.
@@ -22,6 +23,8 @@ import aioice
 from aioice import Candidate, Connection
 from aioice.candidate import candidate_foundation, candidate_priority
 from aioice.ice import StunProtocol, get_host_addresses
+
+from roost.media.icemux import IceMux
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +73,43 @@ class HostConnection(Connection):
         addresses: list[str],
         port_range: tuple[int, int] | None,
         ice_controlling: bool,
+        mux: IceMux | None = None,
     ) -> None:
         super().__init__(ice_controlling=ice_controlling, components=1)
         self._roost_addresses = addresses
         self._roost_port_range = port_range
+        self._roost_mux = mux
 
     async def gather_candidates(self) -> None:
-        """Bind one UDP socket per configured address and make it a host candidate."""
+        """Host candidates: the shared sockets, or one UDP socket bound per address."""
         if self._local_candidates_start:
             return
         self._local_candidates_start = True
+        mux = self._roost_mux
+        if mux is not None:
+            mux.register(self)
+            if mux.shares_udp:
+                for protocol in mux.udp_protocols(self):
+                    self._protocols.append(protocol)
+                    self._local_candidates.append(protocol.local_candidate)
+            else:
+                await self._bind_all()
+            ports = {p.local_candidate.host: p.local_candidate.port for p in self._protocols}
+            self._local_candidates += mux.alias_candidates(ports.get)
+            self._local_candidates += mux.tcp_candidates(self)
+        else:
+            await self._bind_all()
+        self._local_candidates_end = True
+        if not self._local_candidates:
+            raise OSError(f"ICE: no usable address among {self._roost_addresses}")
+
+    async def close(self) -> None:
+        if self._roost_mux is not None:
+            self._roost_mux.unregister(self)
+        await super().close()
+
+    async def _bind_all(self) -> None:
+        """Bind one UDP socket per configured address (ephemeral or from the port range)."""
         loop = asyncio.get_running_loop()
         for index, address in enumerate(self._roost_addresses):
             try:
@@ -103,9 +133,6 @@ class HostConnection(Connection):
             )
             self._protocols.append(protocol)
             self._local_candidates.append(protocol.local_candidate)
-        self._local_candidates_end = True
-        if not self._local_candidates:
-            raise OSError(f"ICE: no usable address among {self._roost_addresses}")
 
     async def _bind(
         self, loop: asyncio.AbstractEventLoop, address: str
@@ -164,9 +191,11 @@ class IceLink:
         port_range: tuple[int, int] | None,
         controlling: bool,
         on_failed: Callable[[], None] | None = None,
+        mux: IceMux | None = None,
     ) -> None:
         self._addresses = addresses
         self._port_range = port_range
+        self._mux = mux
         self._controlling = controlling
         self._on_failed = on_failed
         self._conn = self._new_connection()
@@ -240,6 +269,7 @@ class IceLink:
             addresses=self._addresses,
             port_range=self._port_range,
             ice_controlling=self._controlling,
+            mux=self._mux,
         )
         conn.media_handler = getattr(self, "_media_handler", None)
         return conn
@@ -276,6 +306,8 @@ class IceLink:
         if candidate is not None:
             if candidate.host.endswith(".local"):
                 return  # mDNS: learnt as peer-reflexive from the peer's checks instead
+            if candidate.transport.lower() == "tcp":
+                return  # roost's TCP candidates are passive: the peer's checks come to it
             if self._remote_count >= MAX_REMOTE_CANDIDATES:
                 return
             self._remote_count += 1

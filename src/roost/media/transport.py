@@ -31,6 +31,7 @@ from aiortc.rtcsctptransport import RTCSctpCapabilities
 from roost.media import sdp as sdpmod
 from roost.media.datachannel import LOSSY, RELIABLE, BoundedSctpTransport, DataChannels
 from roost.media.ice import IceLink, expand_addresses, parse_candidate
+from roost.media.icemux import IceMux
 from roost.media.rtpsession import RtpSession
 from roost.media.sdp import Fingerprint, MediaSection, SdpError, SessionDescription
 from roost.media.sections import SCTP_PORT, answer_media, data_section, reject
@@ -53,6 +54,7 @@ class PeerTransport:
         addresses: list[str],
         port_range: tuple[int, int] | None = None,
         label: str = "",
+        mux: IceMux | None = None,
     ) -> None:
         self.label = label
         self.on_data: Callable[[str, bytes], None] | None = None
@@ -63,6 +65,7 @@ class PeerTransport:
         if not self._addresses:
             raise ValueError("PeerTransport needs at least one address")
         self._port_range = port_range
+        self._mux = mux
         self._prefix = f"[{label}] " if label else ""
         self._certificate = RTCCertificate.generateCertificate()
         self._state = "new"
@@ -313,6 +316,7 @@ class PeerTransport:
             addresses=self._addresses,
             port_range=self._port_range,
             controlling=controlling,
+            mux=self._mux,
             on_failed=lambda: self._set_state("failed"),
         )
         await self._ice.gather()

@@ -16,6 +16,7 @@ from livekit.protocol import rtc
 from roost import ids
 from roost.auth import Claims, VideoGrant, issue_token
 from roost.config import Settings
+from roost.media.icemux import IceMux
 from roost.media.transport import PeerTransport
 from roost.room.manager import JoinResult, ResumeRefused, RoomManager
 from roost.room.participant import ClientParams, Participant, State
@@ -50,6 +51,7 @@ class SignalService:
         self._refresh: dict[str, asyncio.Task[None]] = {}
         self._negotiators: dict[str, Negotiator] = {}
         self._all_closed = asyncio.Event()
+        self.ice_mux: IceMux | None = None  # the shared ICE sockets; set by the edge at start
 
     # -- connect ---------------------------------------------------------------
     async def connect(self, request: web.Request, claims: Claims, params: ClientParams, *,
@@ -196,8 +198,10 @@ class SignalService:
         port_range = None
         if rtc_cfg.port_range_start and rtc_cfg.port_range_end:
             port_range = (rtc_cfg.port_range_start, rtc_cfg.port_range_end)
-        transport = PeerTransport(addresses=self.settings.media_addresses,
-                                  port_range=port_range, label=f"{p.sid}/{label}")
+        mux = self.ice_mux
+        addresses = mux.addresses if mux is not None else self.settings.media_addresses
+        transport = PeerTransport(addresses=addresses, port_range=port_range,
+                                  label=f"{p.sid}/{label}", mux=mux)
         transport.on_data = lambda channel, data: room.on_data(p, channel, data)
         transport.on_track = lambda media, up: room.media_arrived(p, media, up)
         transport.on_track_ended = lambda mid: room.media_ended(p, mid)

@@ -97,7 +97,7 @@ async def test_hostile_packets_on_the_shared_port_harm_nobody(mux: IceMux) -> No
     before = mux.stats.unknown_address
     try:
         attacker.sendto(b"\x80" * 200, target)  # SRTP from an address no check came from
-        attacker.sendto(os.urandom(300), target)
+        attacker.sendto(b"\x42" + os.urandom(300), target)
         attacker.sendto(b"\x00\x01\x00\x08" + b"\x21\x12\xa4\x42" + b"x" * 12 + b"\x00\x06\x00\x40",
                         target)  # a STUN header whose USERNAME runs past the end
         # A check naming the live connection's ufrag but signed with the wrong password must

@@ -13,8 +13,10 @@ import ipaddress
 import logging
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 from aioice import stun
+from livekit.protocol import rtc
 
 from roost.config import Settings
 from roost.media.ice import expand_addresses
@@ -123,3 +125,60 @@ async def start_ice_mux(settings: Settings) -> IceMux:
                  tcp_port=settings.rtc.tcp_port, advertised=plan.announce)
     await mux.start()
     return mux
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+class IceServerList:
+    """The `ice_servers` of a JoinResponse: STUN/TURN from config plus roost's own TURN."""
+
+    def __init__(self, settings: Settings, mux: IceMux, credentials: Any = None) -> None:
+        self.settings = settings
+        self.credentials = credentials  # roost.turn.TurnCredentials when TURN is enabled
+        public = mux.advertised[0] if mux.advertised else next(
+            (a for a in mux.addresses if not a.startswith("127.") and a != "::1"),
+            mux.addresses[0] if mux.addresses else "127.0.0.1")
+        self.turn_host = settings.turn.domain or public
+        self.turn_plain_host = public if not settings.turn.domain else settings.turn.domain
+
+    def static(self) -> list[rtc.ICEServer]:
+        out: list[rtc.ICEServer] = []
+        stun_urls = [s if s.startswith("stun:") else f"stun:{s}"
+                     for s in self.settings.rtc.stun_servers]
+        if stun_urls:
+            out.append(rtc.ICEServer(urls=stun_urls))
+        for entry in self.settings.rtc.turn_servers:
+            host, port = str(entry.get("host", "")), int(entry.get("port", 3478) or 3478)
+            if not host:
+                continue
+            protocol = str(entry.get("protocol", "udp")).lower()
+            if protocol == "tls":
+                url = f"turns:{_url_host(host)}:{port}?transport=tcp"
+            else:
+                url = f"turn:{_url_host(host)}:{port}?transport={protocol}"
+            out.append(rtc.ICEServer(urls=[url], username=str(entry.get("username", "")),
+                                     credential=str(entry.get("credential", ""))))
+        return out
+
+    def for_participant(self, participant_sid: str) -> list[rtc.ICEServer]:
+        """What one participant is told: its own short-lived TURN credential included."""
+        out = self.static()
+        turn = self.settings.turn
+        if turn.enabled and self.credentials is not None:
+            urls = []
+            if turn.udp_port:
+                urls.append(f"turn:{_url_host(self.turn_plain_host)}:{turn.udp_port}"
+                            "?transport=udp")
+            if turn.tcp_port:
+                urls.append(f"turn:{_url_host(self.turn_plain_host)}:{turn.tcp_port}"
+                            "?transport=tcp")
+            if turn.tls_port:
+                port = 443 if turn.external_tls else turn.tls_port
+                urls.append(f"turns:{_url_host(self.turn_host)}:{port}?transport=tcp")
+            if urls:
+                username, password = self.credentials.issue(participant_sid)
+                out.insert(0, rtc.ICEServer(urls=urls, username=username,
+                                            credential=password))
+        return out

@@ -7,6 +7,7 @@ import logging
 import signal
 import socket
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -95,6 +96,7 @@ class RoostServer:
         self._runner: web.AppRunner | None = None
         self.bound_ports: list[int] = []
         self.ice_mux: IceMux | None = None
+        self.turn: Any = None  # roost.turn.server.TurnServer when turn.enabled
 
     def _load(self) -> LocalLoad:
         rooms = [r for r in self.rooms.rooms.values() if not r.closed]
@@ -112,10 +114,13 @@ class RoostServer:
         return web.Response(text="OK")
 
     async def start(self) -> None:
-        from roost.edge.network import start_ice_mux
+        from roost.edge.network import IceServerList, start_ice_mux
 
         self.ice_mux = await start_ice_mux(self.settings)
         self.signal.ice_mux = self.ice_mux
+        credentials = await self._start_turn(self.ice_mux)
+        self.signal.ice_servers = IceServerList(self.settings, self.ice_mux,
+                                                credentials).for_participant
         self.rooms.start()
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
                                      shutdown_timeout=2.0)
@@ -126,6 +131,27 @@ class RoostServer:
         log.info("roost listening on %s port %d (node %s)", ",".join(self.settings.bind_addresses),
                  self.settings.port, self.signal.node_id)
         await self.router.start()
+
+    async def _start_turn(self, mux: IceMux) -> object:
+        """Start the embedded TURN server when `turn.enabled`; its credential issuer."""
+        turn = self.settings.turn
+        if not turn.enabled:
+            return None
+        import secrets
+
+        from roost.turn.credentials import TurnCredentials
+        from roost.turn.server import TurnServer
+
+        credentials = TurnCredentials(secrets.token_bytes(32), turn.credential_ttl)
+        wildcard = next((a for a in self.settings.bind_addresses if a in ("0.0.0.0", "::", "")),
+                        None)
+        relay = next((a for a in mux.addresses if not a.startswith("127.")), mux.addresses[0])
+        self.turn = TurnServer(turn, credentials, bind_host=wildcard or relay, relay_host=relay,
+                               advertised_host=mux.advertised[0] if mux.advertised else None)
+        await self.turn.start()
+        log.info("turn: listening udp=%s tcp=%s tls=%s, relays on %s", turn.udp_port or "-",
+                 turn.tcp_port or "-", turn.tls_port or "-", relay)
+        return credentials
 
     async def stop(self) -> None:
         """Drain: refuse joins, send everyone a leave, wait up to the deadline, then exit."""
@@ -140,6 +166,8 @@ class RoostServer:
             await self._runner.cleanup()
         if self.ice_mux is not None:
             await self.ice_mux.stop()
+        if self.turn is not None:
+            await self.turn.stop()
 
     async def serve_forever(self) -> None:
         await self.start()

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -52,6 +53,8 @@ class SignalService:
         self._negotiators: dict[str, Negotiator] = {}
         self._all_closed = asyncio.Event()
         self.ice_mux: IceMux | None = None  # the shared ICE sockets; set by the edge at start
+        # participant sid → the STUN/TURN servers it is told about (JoinResponse, reconnect)
+        self.ice_servers: Callable[[str], list[rtc.ICEServer]] | None = None
 
     # -- connect ---------------------------------------------------------------
     async def connect(self, request: web.Request, claims: Claims, params: ClientParams, *,
@@ -177,6 +180,8 @@ class SignalService:
         reconnect = rtc.SignalResponse()
         reconnect.reconnect.server_info.CopyFrom(session.server_info())
         reconnect.reconnect.last_message_seq = p.last_reliable_seq
+        if self.ice_servers is not None:
+            reconnect.reconnect.ice_servers.extend(self.ice_servers(p.sid))
         session.send(reconnect)
         missed, p.missed_departures = p.missed_departures, {}
         if missed and p.params.protocol > 8:

@@ -100,6 +100,8 @@ class SignalSession:
         join.sif_trailer = os.urandom(8)
         join.fast_publish = bool(p.permission.can_publish)
         join.server_region = settings.region
+        if self.service.ice_servers is not None:
+            join.ice_servers.extend(self.service.ice_servers(p.sid))
 
     # -- running -------------------------------------------------------------
     async def run(self) -> None:

@@ -3,6 +3,7 @@
     python bench/forward.py                       # 4 publishers, 50/100/200 subscribers
     python bench/forward.py --subscribers 300     # larger fan-out
     python bench/forward.py --quick               # 2 publishers, 20/50 subscribers
+    python bench/forward.py --compare-udp-port    # one socket per PC vs rtc.udp_port, side by side
 
 A real `roost serve` process forwards; the clients are lite LiveKit clients
 (`tests/media/liteclient.py`: signalling + ICE/DTLS/SRTP, no codecs) in this process, on
@@ -407,6 +408,59 @@ async def main_async(args: argparse.Namespace) -> int:
         server.stop()
 
 
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+async def compare_udp_port(args: argparse.Namespace) -> int:
+    """Two servers at once, one with a socket per peer connection and one on rtc.udp_port;
+    the same load in alternating windows, so both see the same machine."""
+    n = args.subscribers
+    modes = {"socket per PC": start_server("--log-level", "warning"),
+             "rtc.udp_port": start_server("--log-level", "warning",
+                                          "--udp-port", str(_free_udp_port()))}
+    benches = {mode: Bench(server, args.publishers, 0.0) for mode, server in modes.items()}
+    try:
+        print(f"roost forward bench, socket per peer connection vs one shared UDP socket: "
+              f"{args.publishers} audio publishers, {n} subscribers each, {args.rounds} "
+              f"alternating windows of {args.seconds:.0f} s; load average {loadavg()}")
+        idle: dict[str, float] = {}
+        for bench in benches.values():
+            await bench.join(n)
+        for mode, bench in benches.items():
+            idle[mode] = await bench.idle_cpu()
+        pps = min(200.0, max(10.0, args.load / (args.publishers * n)))
+        results: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
+        for round_ in range(args.rounds):
+            for mode, bench in benches.items():
+                r = await bench.run(pps, args.seconds)
+                add_capacity(r, idle[mode])
+                results[mode].append(r)
+                print(fmt_row(f"{round_ + 1}: {mode}", r), flush=True)
+        print("\nResults (medians over the windows)")
+        base = _median([r["marginal_us"] for r in results["socket per PC"]])
+        for mode, rows in results.items():
+            marginal = _median([r["marginal_us"] for r in rows])
+            in_all = _median([r["us_per_pkt"] for r in rows])
+            print(f"  {mode:<14} server CPU per forwarded packet {in_all:.2f}"
+                  f" µs in all, {marginal:.2f} µs above idle ({idle[mode]:.1%} of a core idle);"
+                  f" loss {_median([r['loss'] for r in rows]) * 100:.2f}%;"
+                  f" {marginal / base - 1:+.1%} against a socket per PC")
+        return 0
+    finally:
+        for bench in benches.values():
+            await bench.close()
+        for server in modes.values():
+            server.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--publishers", type=int, default=4)
@@ -416,6 +470,9 @@ def main() -> int:
                         help="forwarded packets/s offered in the fan-out steps")
     parser.add_argument("--seconds", type=float, default=5.0, help="measurement window")
     parser.add_argument("--quick", action="store_true", help="2 publishers, 20/50 subscribers")
+    parser.add_argument("--compare-udp-port", action="store_true",
+                        help="a socket per peer connection vs rtc.udp_port, side by side")
+    parser.add_argument("--rounds", type=int, default=4, help="windows per mode (compare)")
     args = parser.parse_args()
     if args.quick:
         args.publishers, args.subscribers, args.steps, args.seconds = 2, 50, [20], 3.0
@@ -425,6 +482,10 @@ def main() -> int:
         uvloop.install()
     except ImportError:
         pass
+    if args.compare_udp_port:
+        if args.subscribers == 200:
+            args.subscribers = 100
+        return asyncio.run(compare_udp_port(args))
     return asyncio.run(main_async(args))
 
 

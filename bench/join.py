@@ -15,6 +15,7 @@ phase (only when the server is local: started here, or given with --server-pid).
 
     python bench/join.py                      # starts roost itself on a free port
     python bench/join.py --url ws://127.0.0.1:7880 --server-pid 1234
+    python bench/join.py --udp-port 7882 --concurrent 100   # every peer connection on one port
 """
 
 from __future__ import annotations
@@ -293,6 +294,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--presence-timeout", type=float, default=10.0)
     parser.add_argument("--sdk-timeout", type=float, default=75.0)
     parser.add_argument("--log-dir", default=None)
+    parser.add_argument("--udp-port", type=int, default=0,
+                        help="start roost with rtc.udp_port (one shared UDP socket)")
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
     parser.add_argument("--sdk-worker", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -312,8 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     pid = args.server_pid
     if args.url is None:
-        server = start_server(log_dir=Path(args.log_dir))
+        extra = ("--udp-port", str(args.udp_port)) if args.udp_port else ()
+        server = start_server(*extra, log_dir=Path(args.log_dir))
         args.url, pid = server.url, server.pid
+        if args.udp_port:
+            print(f"roost started with rtc.udp_port {args.udp_port}", flush=True)
     try:
         cpu: dict[str, float | None] = {}
 

@@ -8,6 +8,7 @@ the tests skip and say what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -58,10 +59,11 @@ class BrowserError(AssertionError):
 class Browser:
     """One driver.mjs process: `call(name, *args)` runs `window.roost[name](...args)`."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, chromium_args: tuple[str, ...] = ()) -> None:
         self.log_path = log_path
+        extra = [a for arg in chromium_args for a in ("--chromium-arg", arg)]
         self.proc = subprocess.Popen(
-            ["node", "driver.mjs", "--log", str(log_path), "--chromium", str(CHROMIUM)],
+            ["node", "driver.mjs", "--log", str(log_path), "--chromium", str(CHROMIUM), *extra],
             cwd=BROWSER_DIR,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -134,9 +136,10 @@ class Browser:
 
 
 @pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Browser]:
-    """Chromium with the test page; tests ask for it before `server` so both start at once."""
-    driver = Browser(tmp_path / "browser.log")
+def browser(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Browser]:
+    """Chromium with the test page; tests ask for it before `server` so both start at once.
+    Indirect parametrisation gives extra Chromium flags."""
+    driver = Browser(tmp_path / "browser.log", tuple(getattr(request, "param", ())))
     try:
         yield driver
     finally:
@@ -244,3 +247,63 @@ def test_python_sdk_microphone_and_camera_play_in_the_browser(
     assert r > 150 and g < 80 and b < 80, f"expected a red picture, mean RGB {video['rgb']}"
     assert audio["bytesReceived"] > 0 and audio["packetsReceived"] >= 25, media
     assert abs(audio["dominantHz"] - 440) < 20, media
+
+
+
+@contextlib.contextmanager
+def udp_port_dropped(port: int) -> Iterator[None]:
+    """Drop every UDP datagram to `port` on this host (iptables), so ICE over UDP to it fails."""
+    if shutil.which("iptables") is None:
+        pytest.skip("needs iptables (scripts/setup-netns installs it)")
+    rule = ["INPUT", "-p", "udp", "--dport", str(port), "-j", "DROP"]
+    added = subprocess.run(["iptables", "-I", *rule], capture_output=True, text=True)
+    if added.returncode != 0:
+        pytest.skip(f"cannot add an iptables rule here: {added.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["iptables", "-D", *rule], capture_output=True, check=False)
+
+
+def test_browser_and_python_sdk_without_udp_exchange_media_over_ice_tcp(
+    browser: Browser, start_server: Callable[..., RoostServer],
+    python_side: Callable[..., Future[Any]],
+) -> None:
+    """Every UDP packet to rtc.udp_port is dropped: ICE-TCP on rtc.tcp_port carries Chromium's
+    camera and microphone to the Python SDK (which gets there over TCP too)."""
+    from tests.helpers.server import free_port
+
+    udp_port = free_port()
+    server = start_server("--udp-port", str(udp_port), "--tcp-port", str(free_port()))
+    with udp_port_dropped(udp_port):
+        python = python_side("receive_browser_media", server, "browser-tcp")
+        _join(browser, server, "browser-tcp")
+        published = browser.call("publishCameraAndMicrophone", timeout=25)
+        assert {t["kind"] for t in published} == {"audio", "video"}, published
+        received = python.result(timeout=60)
+        assert received["video_frames"] >= 10 and received["audio_frames"] >= 150, received
+        paths = browser.call("selectedPaths")
+        print("selected ICE paths:", paths)
+        assert paths and all(p["remote"]["protocol"] == "tcp" for p in paths), paths
+        assert sum(p["bytesSent"] for p in paths) > 10_000, paths
+
+
+def test_python_sdk_media_plays_in_a_browser_without_udp(
+    browser: Browser, start_server: Callable[..., RoostServer],
+    python_side: Callable[..., Future[Any]],
+) -> None:
+    """The other direction over ICE-TCP: Python's 440 Hz tone and red picture in the page."""
+    from tests.helpers.server import free_port
+
+    udp_port = free_port()
+    server = start_server("--udp-port", str(udp_port), "--tcp-port", str(free_port()))
+    with udp_port_dropped(udp_port):
+        python = python_side("publish_media_to_browser", server, "browser-tcp-subscribe")
+        _join(browser, server, "browser-tcp-subscribe")
+        media = browser.call("waitMedia", PYTHON, 25_000, timeout=35)
+        browser.call("publishData", "seen", {"reliable": True, "topic": "seen"})
+        python.result(timeout=60)
+        paths = browser.call("selectedPaths")
+    assert paths and all(p["remote"]["protocol"] == "tcp" for p in paths), paths
+    assert (media["video"]["width"], media["video"]["height"]) == (320, 240), media
+    assert abs(media["audio"]["dominantHz"] - 440) < 20, media

@@ -1,6 +1,6 @@
 // Drives the official LiveKit JS SDK in headless Chromium for tests/test_browser.py.
 //
-// Usage: node driver.mjs [--log FILE] [--chromium PATH]
+// Usage: node driver.mjs [--log FILE] [--chromium PATH] [--chromium-arg ARG ...]
 // Serves page.html and livekit-client's UMD build from 127.0.0.1 (a secure context, so
 // getUserMedia works), opens the page in Debian's Chromium with a fake camera and microphone,
 // then reads one JSON command per stdin line, {"id": 1, "call": "connect", "args": [...]},
@@ -32,6 +32,15 @@ const CHROMIUM_ARGS = [
   "--use-fake-device-for-media-stream",
   "--autoplay-policy=no-user-gesture-required",
 ];
+
+// Every `--chromium-arg X` adds X to Chromium's command line (tests use it for network policy).
+function extraArgs() {
+  const out = [];
+  process.argv.forEach((arg, i) => {
+    if (arg === "--chromium-arg" && i + 1 < process.argv.length) out.push(process.argv[i + 1]);
+  });
+  return out;
+}
 
 function option(name, fallback) {
   const i = process.argv.indexOf(name);
@@ -79,7 +88,7 @@ async function main() {
   const browser = await chromium.launch({
     executablePath: option("--chromium", "/usr/bin/chromium"),
     headless: true,
-    args: CHROMIUM_ARGS,
+    args: [...CHROMIUM_ARGS, ...extraArgs()],
     timeout: 30_000,
   });
   let closing = false;

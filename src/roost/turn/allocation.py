@@ -8,7 +8,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 Address = tuple[str, int]
 LinkKey = tuple[str, Address]
@@ -59,8 +59,7 @@ class RelayProtocol(asyncio.DatagramProtocol):
         self._on_datagram = on_datagram
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         self._on_datagram(data, addr[:2])

@@ -48,8 +48,9 @@ Class = stun.Class
 class TurnServer:
     """An asyncio TURN server on up to three listeners (UDP, TCP, TLS).
 
-    `ports` overrides the configured ports for tests: a listed transport is enabled on
-    that port (0 = the kernel picks one); unlisted ones use the config (0 = off).
+    `ports` replaces the configured ports (for tests): each listed transport ("udp",
+    "tcp", "tls") listens on its port, 0 meaning the kernel picks one, and unlisted ones
+    are off. Without it the config decides, where 0 means off.
     `config.enabled` is the caller's business: a constructed server always serves.
     """
 
@@ -173,8 +174,8 @@ class TurnServer:
         self._counters[name] = self._counters.get(name, 0) + n
 
     def _port(self, name: str, configured: int) -> int | None:
-        if self._ports is not None and name in self._ports:
-            return self._ports[name]
+        if self._ports is not None:
+            return self._ports.get(name)
         return configured or None
 
     def _tls_context(self) -> ssl.SSLContext:

@@ -1,7 +1,8 @@
 """Stateless NONCE values: a timestamp and an HMAC of it, so no state is kept per client.
 
-A server answers an unauthenticated request with a fresh nonce; a later request carrying
-it is checked by recomputing the MAC (forged → invalid) and reading its age (old → stale).
+A server answers an unauthenticated request with a fresh nonce (time, salt, MAC); a later
+request carrying it is checked by recomputing the MAC (forged → invalid) and reading its
+age (old → stale).
 """
 
 from __future__ import annotations
@@ -30,16 +31,18 @@ class NonceFactory:
 
     def make(self, now: float | None = None) -> bytes:
         stamp = f"{int((time.time() if now is None else now) * 1000):x}"
-        return (stamp + self._mac(stamp)).encode("ascii")
+        salted = f"{stamp}.{os.urandom(4).hex()}"
+        return (salted + self._mac(salted)).encode("ascii")
 
     def check(self, nonce: bytes, now: float | None = None) -> NonceStatus:
         try:
             text = nonce.decode("ascii")
         except UnicodeDecodeError:
             return NonceStatus.INVALID
-        stamp, mac = text[:-_MAC_HEX], text[-_MAC_HEX:]
-        if not stamp or len(stamp) > 16 or not hmac.compare_digest(mac, self._mac(stamp)):
+        salted, mac = text[:-_MAC_HEX], text[-_MAC_HEX:]
+        if not salted or len(salted) > 32 or not hmac.compare_digest(mac, self._mac(salted)):
             return NonceStatus.INVALID
+        stamp = salted.partition(".")[0]
         try:
             issued = int(stamp, 16) / 1000
         except ValueError:
@@ -49,5 +52,5 @@ class NonceFactory:
             return NonceStatus.STALE
         return NonceStatus.VALID
 
-    def _mac(self, stamp: str) -> str:
-        return hmac.new(self._key, stamp.encode("ascii"), hashlib.sha1).hexdigest()[:_MAC_HEX]
+    def _mac(self, text: str) -> str:
+        return hmac.new(self._key, text.encode("ascii"), hashlib.sha1).hexdigest()[:_MAC_HEX]

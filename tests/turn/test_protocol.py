@@ -254,3 +254,13 @@ async def test_bandwidth_over_the_rate_is_dropped() -> None:
             assert peer.received.qsize() <= 2  # 2000 bytes of burst, then the rate
         finally:
             peer_transport.close()
+
+
+async def test_another_users_credentials_on_the_5_tuple_get_441() -> None:
+    async with turn_server() as server, client(server) as raw:
+        await raw.allocate()
+        raw.username, raw.password = credentials("mallory")
+        refused = await raw.request(Method.REFRESH, {"LIFETIME": 600})
+        assert refused.error_code == 441
+        assert_signed(refused, raw)
+        assert server.allocation_count == 1

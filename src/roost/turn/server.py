@@ -137,8 +137,10 @@ class TurnServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for allocation in list(self._allocations.values()):
             self._delete(allocation, "shutdown")
         for server in self._servers:
@@ -409,6 +411,9 @@ class TurnServer:
                 lambda: RelayProtocol(lambda data, peer: self._from_peer(allocation, data, peer)),
                 sock=sock,
             )
+        except asyncio.CancelledError:
+            sock.close()
+            raise
         except Exception as exc:
             sock.close()
             logger.warning("turn relay socket failed", extra={"error": repr(exc)})

@@ -307,3 +307,75 @@ def test_python_sdk_media_plays_in_a_browser_without_udp(
     assert paths and all(p["remote"]["protocol"] == "tcp" for p in paths), paths
     assert (media["video"]["width"], media["video"]["height"]) == (320, 240), media
     assert abs(media["audio"]["dominantHz"] - 440) < 20, media
+
+
+def _turn_server(start_server: Callable[..., RoostServer], tmp_path: Path,
+                 transports: dict[str, int], **extra: Any) -> RoostServer:
+    """roost with its embedded TURN server on the given transports (udp/tcp/tls → port)."""
+    from tests.helpers.server import free_port
+
+    lines = ["turn:", "  enabled: true", f"  udp_port: {transports.get('udp', 0)}",
+             f"  tcp_port: {transports.get('tcp', 0)}", f"  tls_port: {transports.get('tls', 0)}",
+             "  relay_range_start: 0", "  relay_range_end: 0"]
+    lines += [f"  {key}: {value}" for key, value in extra.items()]
+    config = tmp_path / "turn.yaml"
+    config.write_text("\n".join(lines) + "\n")
+    return start_server("--config", str(config), "--udp-port", str(free_port()))
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_browser_with_a_relay_only_policy_sends_media_through_roosts_turn(
+    browser: Browser, start_server: Callable[..., RoostServer],
+    python_side: Callable[..., Future[Any]], tmp_path: Path, transport: str,
+) -> None:
+    """iceTransportPolicy 'relay': Chromium may use only TURN candidates; roost's TURN
+    server (told to clients in the JoinResponse) relays its camera and mic to Python."""
+    from tests.helpers.server import free_port
+
+    server = _turn_server(start_server, tmp_path, {transport: free_port()})
+    python = python_side("receive_browser_media", server, f"browser-relay-{transport}")
+    _join(browser, server, f"browser-relay-{transport}",
+          rtcConfig={"iceTransportPolicy": "relay"})
+    published = browser.call("publishCameraAndMicrophone", timeout=25)
+    assert {t["kind"] for t in published} == {"audio", "video"}, published
+    received = python.result(timeout=60)
+    assert received["video_frames"] >= 10 and received["audio_frames"] >= 150, received
+    paths = browser.call("selectedPaths")
+    print("selected ICE paths:", paths)
+    assert paths and all(p["local"]["type"] == "relay" for p in paths), paths
+    assert all(p["local"]["relayProtocol"] == transport for p in paths), paths
+
+
+def test_browser_with_a_relay_only_policy_reaches_roosts_turn_over_tls(
+    start_server: Callable[..., RoostServer], python_side: Callable[..., Future[Any]],
+    tmp_path: Path,
+) -> None:
+    """turns: with a certificate from a test CA: Chromium is told to trust exactly that
+    certificate's key (--ignore-certificate-errors-spki-list) and relays over TLS."""
+    import base64
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from tests.helpers.server import free_port
+    from tests.turn.helpers import make_certificates
+
+    _, cert_path, key_path = make_certificates(tmp_path)
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+    pin = base64.b64encode(hashlib.sha256(spki).digest()).decode()
+    server = _turn_server(start_server, tmp_path, {"tls": free_port()}, domain="localhost",
+                          cert_file=str(cert_path), key_file=str(key_path))
+    browser = Browser(tmp_path / "browser.log", (f"--ignore-certificate-errors-spki-list={pin}",))
+    try:
+        python = python_side("receive_browser_media", server, "browser-relay-tls")
+        _join(browser, server, "browser-relay-tls", rtcConfig={"iceTransportPolicy": "relay"})
+        browser.call("publishCameraAndMicrophone", timeout=25)
+        received = python.result(timeout=60)
+        assert received["video_frames"] >= 10 and received["audio_frames"] >= 150, received
+        paths = browser.call("selectedPaths")
+        print("selected ICE paths:", paths)
+        assert paths and all(p["local"]["relayProtocol"] == "tls" for p in paths), paths
+    finally:
+        browser.close()

@@ -60,7 +60,7 @@ class TurnConfig:
     # external_tls: a load balancer terminates TLS in front of roost and forwards plain TCP
     # to tls_port; clients are still told turns:domain:443.
     external_tls: bool = False
-    relay_range_start: int = 30000
+    relay_range_start: int = 30000  # 0 and 0: the kernel picks each relay port
     relay_range_end: int = 40000
     # limits (roost's): allocations per user (credential) and in all, relayed bytes/s per
     # allocation, and the longest lifetime a client may ask for.
@@ -152,8 +152,9 @@ class Settings:
             if turn.tls_port and not turn.external_tls and not (turn.cert_file and turn.key_file):
                 raise ConfigError("turn.tls_port needs turn.cert_file and turn.key_file "
                                   "(or turn.external_tls when a load balancer terminates TLS)")
-            if not 0 < turn.relay_range_start <= turn.relay_range_end < 65536:
-                raise ConfigError("turn.relay_range_start/end must be a port range")
+            relay = (turn.relay_range_start, turn.relay_range_end)
+            if relay != (0, 0) and not 0 < relay[0] <= relay[1] < 65536:
+                raise ConfigError("turn.relay_range_start/end must be a port range (0/0: any)")
         hook = self.webhook
         if hook.urls and hook.api_key not in self.keys and (hook.api_key or len(self.keys) > 1):
             raise ConfigError("webhook.api_key must name one of the API keys (it may be left "

@@ -155,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     from roost.api.cli import add_room_commands
 
     add_room_commands(sub)
+
+    from roost.check import add_check_command
+
+    add_check_command(sub)
     return parser
 
 

@@ -52,6 +52,7 @@ PREFIX = "rlab"
 NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,10}$")  # short: interface names are "to-<peer>"
 STALE_RE = re.compile(rf"^{PREFIX}(\d+)x\d+-")
 _lab_ids = itertools.count()
+HOLD_MARKER = "@@NETLAB_HOLD@@"  # printed by scenarios that keep a call up for inspection
 
 
 class NetlabError(RuntimeError):
@@ -266,6 +267,13 @@ class Host:
                             "line": line})
         return sockets
 
+    def tcp_connections(self, port: int, pid: int | None = None) -> list[str]:
+        """Established TCP connections in this namespace with local port `port` (ss lines)."""
+        out = self.run(["ss", "-H", "-t", "-n", "-p", "state", "established",
+                        f"( sport = :{port} )"]).stdout
+        return [line for line in out.splitlines()
+                if line.strip() and (pid is None or f"pid={pid}," in line)]
+
     # -- shaping and firewalling -------------------------------------------------------------
     def block_udp(self) -> None:
         """Drop every UDP packet into, out of and through this namespace (IPv4 and IPv6)."""
@@ -325,8 +333,23 @@ class Router(Host):
         return self.wan.address_of(self)
 
     def masquerade(self) -> None:
-        """Client NAT: everything leaving the WAN gets the router's WAN address."""
-        self.iptables("-A", "POSTROUTING", "-o", self.wan_dev, "-j", "MASQUERADE", table="nat")
+        """Client NAT: everything leaving the WAN gets the router's WAN address.
+
+        UDP and TCP have rules of their own so that `masqueraded()` can count their flows."""
+        for proto in ("udp", "tcp", None):
+            match = ["-p", proto] if proto else []
+            self.iptables("-A", "POSTROUTING", "-o", self.wan_dev, *match, "-j", "MASQUERADE",
+                          table="nat")
+
+    def masqueraded(self, proto: str) -> int:
+        """How many `proto` ("udp"/"tcp") flows the router has masqueraded so far."""
+        out = self.iptables("-L", "POSTROUTING", "-v", "-x", "-n", table="nat").stdout
+        for line in out.splitlines():
+            fields = line.split()
+            number = {"udp": "17", "tcp": "6"}[proto]
+            if len(fields) > 3 and fields[2] == "MASQUERADE" and fields[3] in (proto, number):
+                return int(fields[0])
+        return 0
 
     def one_to_one(self, public: str, private: str) -> None:
         """1:1 NAT: `public` (a WAN-side address) is DNAT'ed to `private` on the LAN; what

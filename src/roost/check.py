@@ -109,8 +109,7 @@ async def run_checks(url: str, token: str, *, timeout: float = 5.0, ca_file: str
         report.add("HTTP", "FAIL", str(exc))
         report.add("signalling", "SKIP", "no usable URL")
         return report
-    tls = tls_context(ca_file, insecure) if (base.startswith("https") or ca_file or insecure) \
-        else None
+    tls = tls_context(ca_file, insecure)  # for wss:// and turns:
     client = SignalClient(base, token, tls)
     try:
         try:
@@ -150,7 +149,7 @@ async def _signal(report: CheckReport, client: SignalClient, base: str,
 
 
 async def _media(report: CheckReport, client: SignalClient, ice: ServerIce, timeout: float,
-                 tls: ssl.SSLContext | None) -> None:
+                 tls: ssl.SSLContext) -> None:
     """ICE/UDP, ICE/TCP and TURN rows, all probes concurrently, rows in a stable order."""
     creds = IceCredentials(ice.ufrag, ice.pwd, controlling=ice.ice_lite)
     assert client.join_response is not None

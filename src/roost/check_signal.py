@@ -23,8 +23,8 @@ from livekit.protocol import rtc as proto_rtc
 from roost import __version__
 
 PROTOCOL_VERSION = 16
-# After the offer, how long more trickled candidates may take when the server did not say
-# it was done (a=end-of-candidates or a final trickle).
+# How long after the last trickled candidate more may come, when the server did not say it
+# was done (a=end-of-candidates or a final trickle).
 TRICKLE_GRACE = 0.5
 
 
@@ -235,8 +235,14 @@ class SignalClient:
                 raise SignalError("the server sent leave before its offer")
         for trickle in early:
             ice.add_trickle(trickle)
-        grace_end = min(deadline, time.monotonic() + TRICKLE_GRACE)
-        while not ice.complete and (remaining := grace_end - time.monotonic()) > 0:
+        # Servers that gather after the offer (livekit-server) trickle everything: wait for
+        # the first candidate, then until the server says it is done or goes quiet.
+        quiet_end = time.monotonic() + TRICKLE_GRACE
+        while not ice.complete:
+            end = min(deadline, quiet_end) if ice.candidates else deadline
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                break
             try:
                 msg = await self._read(remaining, "trickled candidates")
             except SignalError:
@@ -244,6 +250,7 @@ class SignalClient:
             if (msg.WhichOneof("message") == "trickle"
                     and msg.trickle.target == proto_rtc.SignalTarget.SUBSCRIBER):
                 ice.add_trickle(msg.trickle)
+                quiet_end = time.monotonic() + TRICKLE_GRACE
         return ice
 
     async def close(self, timeout: float) -> None:

@@ -8,7 +8,6 @@ the tests skip and say what is missing.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import queue
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+from tests.helpers.firewall import udp_port_dropped
 from tests.helpers.scenario import run_scenario
 from tests.helpers.server import REPO_ROOT, RoostServer, tail
 
@@ -248,21 +248,6 @@ def test_python_sdk_microphone_and_camera_play_in_the_browser(
     assert audio["bytesReceived"] > 0 and audio["packetsReceived"] >= 25, media
     assert abs(audio["dominantHz"] - 440) < 20, media
 
-
-
-@contextlib.contextmanager
-def udp_port_dropped(port: int) -> Iterator[None]:
-    """Drop every UDP datagram to `port` on this host (iptables), so ICE over UDP to it fails."""
-    if shutil.which("iptables") is None:
-        pytest.skip("needs iptables (scripts/setup-netns installs it)")
-    rule = ["INPUT", "-p", "udp", "--dport", str(port), "-j", "DROP"]
-    added = subprocess.run(["iptables", "-I", *rule], capture_output=True, text=True)
-    if added.returncode != 0:
-        pytest.skip(f"cannot add an iptables rule here: {added.stderr.strip()}")
-    try:
-        yield
-    finally:
-        subprocess.run(["iptables", "-D", *rule], capture_output=True, check=False)
 
 
 def test_browser_and_python_sdk_without_udp_exchange_media_over_ice_tcp(

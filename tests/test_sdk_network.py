@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests.helpers.firewall import udp_port_dropped
 from tests.helpers.scenario import run_scenario
 from tests.helpers.server import RoostServer, free_port
 
@@ -30,3 +31,16 @@ def test_relay_only_participants_hear_each_other_through_roosts_turn(
         paths = result[who]
         assert paths and all(kind == "relay" for kind, _ in paths), (who, paths)
         assert all(protocol == transport for _, protocol in paths), (who, paths)
+
+
+def test_media_takes_ipv6_when_ipv4_udp_to_the_shared_port_is_dropped(
+    start_server: Callable[..., RoostServer],
+) -> None:
+    """roost bound to 127.0.0.1 and ::1 on one UDP port; IPv4 UDP to it is dropped, so the
+    SDKs' ICE picks the ::1 host candidate and the tone still arrives."""
+    udp_port = free_port()
+    server = start_server("--bind", "::1", "--udp-port", str(udp_port))
+    with udp_port_dropped(udp_port):
+        result = run_scenario(f"{SCENARIOS}:tone_is_heard", server.info, "ipv6", timeout=60)
+    assert abs(result["pitch_hz"] - 440) < 15
+    assert result["remote_addresses"] == ["::1"], result

@@ -25,7 +25,7 @@ def _settings(args: argparse.Namespace) -> Settings:
             settings.bind_addresses = ["127.0.0.1"]
         settings.log_level = "debug" if args.log_level is None else settings.log_level
     if args.bind:
-        settings.bind_addresses = list(args.bind)
+        settings.bind_addresses = list(dict.fromkeys(args.bind))
     if args.port:
         settings.port = args.port
     if args.node_ip:

@@ -36,14 +36,36 @@ async def selected_local_types(room: rtc.Room) -> list[tuple[str, str]]:
     return out
 
 
+async def selected_remote_addresses(room: rtc.Room) -> list[str]:
+    """The server addresses the nominated pairs use."""
+    stats = await room.get_rtc_stats()
+    out = []
+    for group in (stats.publisher_stats, stats.subscriber_stats):
+        remote = {s.remote_candidate.rtc.id: s.remote_candidate.candidate for s in group
+                  if s.WhichOneof("stats") == "remote_candidate"}
+        for s in group:
+            if s.WhichOneof("stats") == "candidate_pair":
+                pair = s.candidate_pair.candidate_pair
+                if pair.nominated and pair.remote_candidate_id in remote:
+                    out.append(remote[pair.remote_candidate_id].address)
+    return out
+
+
 async def relay_only_tone_is_heard(srv: dict[str, str], room_name: str) -> dict[str, Any]:
     """Alice and Bob both allow relay candidates only: Bob hears Alice's 440 Hz anyway."""
+    return await tone_is_heard(srv, room_name, relay_only=True)
+
+
+async def tone_is_heard(srv: dict[str, str], room_name: str,
+                        relay_only: bool = False) -> dict[str, Any]:
+    """Bob hears Alice's 440 Hz; each side's nominated local candidates and remote addresses."""
+    options = RELAY_ONLY if relay_only else None
     rooms = Rooms(srv)
     try:
-        alice = await rooms.join("alice", room_name, options=RELAY_ONLY)
+        alice = await rooms.join("alice", room_name, options=options)
         bob = rooms.new()
         bob_events = EventLog(bob, *TRACK_EVENTS, label="bob")
-        await rooms.join("bob", room_name, room=bob, options=RELAY_ONLY)
+        await rooms.join("bob", room_name, room=bob, options=options)
         source = rtc.AudioSource(SAMPLE_RATE, 1)
         track = rtc.LocalAudioTrack.create_audio_track("mic", source)
         await alice.local_participant.publish_track(
@@ -53,6 +75,8 @@ async def relay_only_tone_is_heard(srv: dict[str, str], room_name: str) -> dict[
             pitch = await heard_pitch(remote)
         assert abs(pitch - TONE_HZ) < 15, f"heard {pitch:.0f} Hz"
         return {"pitch_hz": pitch, "alice": await selected_local_types(alice),
-                "bob": await selected_local_types(bob)}
+                "bob": await selected_local_types(bob),
+                "remote_addresses": sorted({*await selected_remote_addresses(alice),
+                                            *await selected_remote_addresses(bob)})}
     finally:
         await rooms.close()

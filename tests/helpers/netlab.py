@@ -91,6 +91,19 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll `predicate()` until it returns something truthy (returned); TimeoutError naming
+    `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
 def list_namespaces() -> list[str]:
     out = _cmd(["ip", "netns", "list"], check=False).stdout
     return [line.split()[0] for line in out.splitlines() if line.strip()]
@@ -619,16 +632,18 @@ class ScenarioRun:
     def output(self) -> str:
         return self.log_path.read_text("utf-8", "replace")
 
-    def wait_for_output(self, marker: str, timeout: float) -> None:
-        """Block until the child printed `marker` (fails if it exits or time runs out)."""
+    def wait_for_output(self, marker: str, timeout: float, count: int = 1) -> None:
+        """Block until the child printed `marker` `count` times (fails if it exits first or
+        time runs out)."""
         deadline = time.monotonic() + timeout
-        while marker not in self.output():
+        while self.output().count(marker) < count:
             if self.proc.poll() is not None:
                 self.wait()  # raises with the output if it failed
-                raise ScenarioFailed(f"{self.fn_path} ended without printing {marker!r}")
+                raise ScenarioFailed(f"{self.fn_path} ended without printing {marker!r} "
+                                     f"{count} time(s)")
             if time.monotonic() > deadline:
-                raise ScenarioFailed(f"{self.fn_path} did not print {marker!r} within "
-                                     f"{timeout:.0f} s\n{tail(self.log_path, 60)}")
+                raise ScenarioFailed(f"{self.fn_path} did not print {marker!r} {count} time(s)"
+                                     f" within {timeout:.0f} s\n{tail(self.log_path, 60)}")
             time.sleep(0.05)
 
     def wait(self) -> Any:

@@ -18,6 +18,7 @@ from tests.helpers.netlab import (
     NetnsRoostServer,
     Router,
     start_scenario_in,
+    wait_for,
 )
 
 CALL = "tests.net.scenarios:everyone_hears_everyone"
@@ -106,3 +107,30 @@ def test_server_behind_one_to_one_nat_announces_its_node_ip(
                                log_dir=tmp_path).wait()
 
     assert result["pairs"] == 2  # media reached 10.231.3.10, the only address it could
+
+
+@pytest.mark.timeout(240)
+def test_call_survives_nat_rebinding(
+    lab: Lab, start_roost_in: StartRoost, tmp_path: Path
+) -> None:
+    server_ns, nat, client = client_behind_nat(lab)
+    roost = start_roost_in(server_ns, config={"rtc": {"udp_port": 7882}})
+    call = start_scenario_in(client, CALL, roost.info, 2, "rebind", True, 2, timeout=150,
+                             log_dir=tmp_path)
+    call.wait_for_output(HOLD_MARKER, timeout=60)  # they hear each other from 10.231.1.2
+
+    new_address = nat.rebind()  # every flow now leaves from 10.231.1.3, on new ports
+    assert new_address == "10.231.1.3"
+
+    def signalling_from_new_address() -> list[str]:
+        return [line for line in server_ns.tcp_connections(7880, pid=roost.pid)
+                if f" {new_address}:" in line]
+
+    # The old WebSocket is reset at the SDK's next ping; it reconnects from the new address.
+    wait_for(signalling_from_new_address, 40, "the SDK to reconnect from the new address")
+    call.send_line()
+    call.wait_for_output(HOLD_MARKER, timeout=90, count=2)  # ...and they hear each other again
+    call.send_line()
+    result = call.wait()
+
+    assert result["round"] == 2 and result["pairs"] == 2

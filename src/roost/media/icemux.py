@@ -136,6 +136,7 @@ class MuxSocket(asyncio.DatagramProtocol):
         self._by_address: dict[Address, MuxedProtocol] = {}
         self._by_transaction: dict[bytes, MuxedProtocol] = {}
         self._protocols: dict[int, MuxedProtocol] = {}  # id(connection) → protocol
+        self._v6 = ":" in host
 
     @property
     def port(self) -> int:
@@ -146,8 +147,8 @@ class MuxSocket(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        if len(addr) != 2:
-            addr = (addr[0], addr[1])
+        if self._v6:
+            addr = (addr[0], addr[1])  # IPv6 sockets report a 4-tuple
         first = data[0] if data else 0
         if first > 1:  # not STUN: DTLS (20..63) or SRTP/SRTCP (128..191)
             proto = self._by_address.get(addr)  # type: ignore[arg-type]

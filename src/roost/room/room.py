@@ -255,7 +255,9 @@ class Room:
         if participant.hidden:
             return
         for other in self.participants.values():
-            if other is not participant and other.connected:
+            # A participant still JOINING queues it until its JoinResponse (whose snapshot
+            # may predate this participant) is out, so no one misses a concurrent joiner.
+            if other is not participant and (other.connected or other.state == State.JOINING):
                 other.send(update)
 
     def broadcast_room(self) -> None:

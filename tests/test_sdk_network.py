@@ -44,3 +44,17 @@ def test_media_takes_ipv6_when_ipv4_udp_to_the_shared_port_is_dropped(
         result = run_scenario(f"{SCENARIOS}:tone_is_heard", server.info, "ipv6", timeout=60)
     assert abs(result["pitch_hz"] - 440) < 15
     assert result["remote_addresses"] == ["::1"], result
+
+
+def test_port_range_still_gives_each_peer_connection_its_own_port(
+    start_server: Callable[..., RoostServer], tmp_path: Path
+) -> None:
+    """rtc.port_range_start/end without udp_port: the livekit.yaml form of old, still working."""
+    low = free_port()
+    config = tmp_path / "livekit.yaml"
+    config.write_text(f"rtc:\n  port_range_start: {low}\n  port_range_end: {low + 40}\n")
+    server = start_server("--config", str(config))
+    result = run_scenario(f"{SCENARIOS}:tone_is_heard", server.info, "range", timeout=60)
+    assert abs(result["pitch_hz"] - 440) < 15
+    ports = {port for port in result["remote_ports"]}
+    assert len(ports) >= 2 and all(low <= port <= low + 40 for port in ports), result

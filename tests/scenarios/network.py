@@ -36,8 +36,8 @@ async def selected_local_types(room: rtc.Room) -> list[tuple[str, str]]:
     return out
 
 
-async def selected_remote_addresses(room: rtc.Room) -> list[str]:
-    """The server addresses the nominated pairs use."""
+async def selected_remote_addresses(room: rtc.Room, ports: bool = False) -> list[Any]:
+    """The server addresses (or ports) the nominated pairs use."""
     stats = await room.get_rtc_stats()
     out = []
     for group in (stats.publisher_stats, stats.subscriber_stats):
@@ -47,7 +47,8 @@ async def selected_remote_addresses(room: rtc.Room) -> list[str]:
             if s.WhichOneof("stats") == "candidate_pair":
                 pair = s.candidate_pair.candidate_pair
                 if pair.nominated and pair.remote_candidate_id in remote:
-                    out.append(remote[pair.remote_candidate_id].address)
+                    candidate = remote[pair.remote_candidate_id]
+                    out.append(candidate.port if ports else candidate.address)
     return out
 
 
@@ -77,6 +78,8 @@ async def tone_is_heard(srv: dict[str, str], room_name: str,
         return {"pitch_hz": pitch, "alice": await selected_local_types(alice),
                 "bob": await selected_local_types(bob),
                 "remote_addresses": sorted({*await selected_remote_addresses(alice),
-                                            *await selected_remote_addresses(bob)})}
+                                            *await selected_remote_addresses(bob)}),
+                "remote_ports": sorted({*await selected_remote_addresses(alice, ports=True),
+                                        *await selected_remote_addresses(bob, ports=True)})}
     finally:
         await rooms.close()

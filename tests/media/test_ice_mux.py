@@ -110,10 +110,18 @@ async def test_hostile_packets_on_the_shared_port_harm_nobody(mux: IceMux) -> No
         forged.add_fingerprint()
         attacker.sendto(bytes(forged), target)
         attacker.sendto(bytes([23]) + b"spoofed", target)
+        # A check for the live ufrag whose PRIORITY is 2 bytes long: aioice's parser raises
+        # struct.error on it, which must not close the socket everyone shares.
+        name = f"{server.local_ufrag}:evil".encode()
+        attrs = (struct.pack("!HH", 0x0006, len(name)) + name + bytes(-len(name) % 4)
+                 + struct.pack("!HH", 0x0024, 2) + b"\x00\x05\x00\x00")
+        attacker.sendto(struct.pack("!HHI", 1, len(attrs), 0x2112A442) + os.urandom(12) + attrs,
+                        target)
         # Loopback delivers in send order: once the genuine packet is in, so are the others.
         await client.send(bytes([23]) + b"genuine")
         assert await asyncio.wait_for(server._recv(), TIMEOUT) == bytes([23]) + b"genuine"
         assert mux.stats.unknown_address >= before + 3  # SRTP, random bytes, the spoof
+        assert mux.stats.malformed >= 1  # the struct.error check was caught, not raised
         peer = mux.sockets[0]._by_address
         assert attacker.getsockname() not in peer
     finally:

@@ -59,7 +59,10 @@ class MediaStunProtocol(StunProtocol):
             if handler is not None:
                 handler(data)
                 return
-        super().datagram_received(data, addr)
+        try:
+            super().datagram_received(data, addr)
+        except Exception:  # aioice's parser lets struct.error through on hostile STUN
+            log.debug("ice: dropped a malformed STUN message from %s", addr)
 
 
 class HostConnection(Connection):

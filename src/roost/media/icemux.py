@@ -78,6 +78,7 @@ class MuxStats:
         self.unknown_ufrag = 0
         self.unknown_address = 0
         self.tcp_refused = 0
+        self.malformed = 0
 
 
 class Muxable:
@@ -110,6 +111,12 @@ class MuxedProtocol(StunProtocol):
             return await super().request(request, addr, integrity_key, retransmissions)
         finally:
             self._socket.forget_response(tid, self)
+
+    def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
+        try:
+            super().datagram_received(data, addr)
+        except Exception:  # aioice's parser lets struct.error through on hostile STUN
+            self._socket.mux.stats.malformed += 1
 
     def learn(self, addr: Address) -> None:
         if addr in self.addresses:
@@ -147,22 +154,28 @@ class MuxSocket(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        if self._v6:
-            addr = (addr[0], addr[1])  # IPv6 sockets report a 4-tuple
-        first = data[0] if data else 0
-        if first > 1:  # not STUN: DTLS (20..63) or SRTP/SRTCP (128..191)
-            proto = self._by_address.get(addr)  # type: ignore[arg-type]
-            if proto is None:
-                self.mux.stats.unknown_address += 1
-                return
-            if 127 < first < 192:
-                handler = proto.receiver.media_handler  # type: ignore[attr-defined]
-                if handler is not None:
-                    handler(data)
+        # Whatever one connection's packet does, the socket everyone shares must live on
+        # (an exception here would make the event loop close the transport).
+        try:
+            if self._v6:
+                addr = (addr[0], addr[1])  # IPv6 sockets report a 4-tuple
+            first = data[0] if data else 0
+            if first > 1:  # not STUN: DTLS (20..63) or SRTP/SRTCP (128..191)
+                proto = self._by_address.get(addr)  # type: ignore[arg-type]
+                if proto is None:
+                    self.mux.stats.unknown_address += 1
                     return
-            proto.datagram_received(data, addr)
-            return
-        self._stun_received(data, addr)  # type: ignore[arg-type]
+                if 127 < first < 192:
+                    handler = proto.receiver.media_handler  # type: ignore[attr-defined]
+                    if handler is not None:
+                        handler(data)
+                        return
+                proto.datagram_received(data, addr)
+                return
+            self._stun_received(data, addr)  # type: ignore[arg-type]
+        except Exception:
+            self.mux.stats.malformed += 1
+            log.debug("ice mux %s: a datagram from %s raised", self.host, addr, exc_info=True)
 
     def _stun_received(self, data: bytes, addr: Address) -> None:
         if not is_stun(data):
@@ -195,7 +208,7 @@ class MuxSocket(asyncio.DatagramProtocol):
         try:
             message = stun.parse_message(data)
             return bool(message.check_message_integrity(conn.local_password.encode("utf8")))
-        except (ValueError, KeyError):
+        except Exception:  # aioice's parser raises more than ValueError on hostile input
             return False
 
     def error_received(self, exc: Exception) -> None:
@@ -242,6 +255,12 @@ class TcpIceProtocol(StunProtocol):
         self.stream = stream
         self.transport = stream  # type: ignore[assignment]  # sendto() frames and writes
         self._closed_once = False
+
+    def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
+        try:
+            super().datagram_received(data, addr)
+        except Exception:  # a hostile frame must not end the stream's reader
+            self.stream.mux.stats.malformed += 1
 
     async def close(self) -> None:
         if self._closed_once:

@@ -169,6 +169,8 @@ def _network_error(exc: BaseException) -> str:
         return f"TLS handshake failed: {exc.reason or exc}"
     if isinstance(exc, TimeoutError):
         return "timed out"
+    if isinstance(exc, PermissionError):
+        return f"this machine's firewall refused to send ({exc.strerror or exc})"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 

@@ -9,22 +9,35 @@ from pathlib import Path
 
 import pytest
 from aiortc import RTCPeerConnection
+from tests.helpers.server import free_port
 from tests.media.peers import Inbox, client_pc, negotiate_client_offer, until, within
 
 from roost.media import PeerTransport, SdpError
+from roost.media.icemux import IceMux
 from roost.media.sdp import MAX_SDP_SIZE, parse
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-@pytest.fixture
-async def pair() -> AsyncIterator[tuple[PeerTransport, PeerTransport]]:
-    """Two PeerTransports: `offerer` plays the server's subscriber PC, `answerer` the client."""
-    offerer = PeerTransport(addresses=["127.0.0.1"], label="offerer")
+Pair = tuple[PeerTransport, PeerTransport]
+
+
+@pytest.fixture(params=["own sockets", "shared udp_port"])
+async def pair(request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
+    """Two PeerTransports: `offerer` plays the server's subscriber PC, `answerer` the client;
+    the offerer binds its own sockets, or sits on a shared UDP port (rtc.udp_port) with ICE-TCP."""
+    mux = None
+    if request.param == "shared udp_port":
+        mux = IceMux(addresses=["127.0.0.1"], udp_port=free_port(), tcp_port=free_port())
+        await mux.start()
+    offerer = PeerTransport(addresses=["127.0.0.1"], label="offerer", mux=mux)
     answerer = PeerTransport(addresses=["127.0.0.1"], label="answerer")
     yield offerer, answerer
     await within(offerer.close())
     await within(answerer.close())
+    if mux is not None:
+        assert not mux._connections, "every ICE connection left the shared registry"
+        await mux.stop()
 
 
 async def exchange(offerer: PeerTransport, answerer: PeerTransport, **kw: bool) -> None:

@@ -99,3 +99,31 @@ async def test_join_response_carries_the_configured_ice_servers(
         assert isinstance(join, rtc.JoinResponse)
     finally:
         await client.close()
+
+
+async def test_shared_port_drops_are_counted_in_metrics(
+    start_server: object, tmp_path: Path
+) -> None:
+    import asyncio
+    import socket
+    import urllib.request
+
+    from tests.helpers.server import free_port
+
+    udp_port = free_port()
+    server: RoostServer = start_server("--udp-port", str(udp_port))  # type: ignore[operator]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for _ in range(3):
+            sock.sendto(b"\x80" + bytes(40), ("127.0.0.1", udp_port))  # SRTP from nobody
+
+    def scrape() -> str:
+        with urllib.request.urlopen(server.http_url + "/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
+    line = 'roost_ice_dropped_total{reason="unknown_address"} 3.0'
+    for _ in range(50):  # the datagrams are read by the server's loop a moment later
+        text = await asyncio.to_thread(scrape)
+        if line in text:
+            break
+        await asyncio.sleep(0.1)
+    assert line in text, [t for t in text.splitlines() if "roost_ice" in t]

@@ -7,12 +7,13 @@ process-wide counters come from `roost.telemetry`.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from aiohttp import web
 from livekit.protocol import models
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from roost import telemetry
@@ -69,14 +70,50 @@ class RoomCollector(Collector):
                                 value=1 if self.rooms.draining else 0)
 
 
+class NetworkCollector(Collector):
+    """The shared ICE sockets' and the TURN server's counters (read at scrape time)."""
+
+    def __init__(self, sources: Callable[[], tuple[Any, Any]]) -> None:
+        self.sources = sources  # () -> (IceMux | None, TurnServer | None)
+
+    def collect(self) -> Iterator[Metric]:
+        mux, turn = self.sources()
+        if mux is not None:
+            dropped = CounterMetricFamily(
+                "roost_ice_dropped", "Packets the shared ICE sockets dropped, by reason",
+                labels=["reason"])
+            stats = mux.stats
+            for reason, value in (("unknown_ufrag", stats.unknown_ufrag),
+                                  ("unknown_address", stats.unknown_address),
+                                  ("tcp_refused", stats.tcp_refused),
+                                  ("malformed", stats.malformed)):
+                dropped.add_metric([reason], value)
+            yield dropped
+            yield GaugeMetricFamily("roost_ice_tcp_connections", "Open ICE-TCP connections",
+                                    value=len(mux.streams))
+        if turn is not None:
+            numbers = turn.stats()
+            yield GaugeMetricFamily("roost_turn_allocations", "TURN allocations",
+                                    value=numbers.get("allocations", 0))
+            refused = CounterMetricFamily("roost_turn_errors", "TURN error responses, by code",
+                                          labels=["code"])
+            for key, value in sorted(numbers.items()):
+                if key.startswith("error_"):
+                    refused.add_metric([key.removeprefix("error_")], value)
+            yield refused
+
+
 class Metrics:
     """One node's metrics endpoints and the room-event counters feeding them."""
 
-    def __init__(self, rooms: RoomManager) -> None:
+    def __init__(self, rooms: RoomManager,
+                 network: Callable[[], tuple[Any, Any]] | None = None) -> None:
         self.rooms = rooms
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Forward(telemetry.REGISTRY))
         self.registry.register(RoomCollector(rooms))
+        if network is not None:
+            self.registry.register(NetworkCollector(network))
         rooms.listeners.append(self.on_event)
         telemetry.count_log_messages()
 

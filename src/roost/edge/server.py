@@ -91,7 +91,7 @@ class RoostServer:
         self.webhooks = WebhookNotifier.from_settings(settings)
         if self.webhooks is not None:
             self.rooms.listeners.append(self.webhooks.on_event)
-        self.metrics = Metrics(self.rooms)
+        self.metrics = Metrics(self.rooms, lambda: (self.ice_mux, self.turn))
         self.metrics.add_routes(self.app)
         self._runner: web.AppRunner | None = None
         self.bound_ports: list[int] = []

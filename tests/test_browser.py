@@ -250,6 +250,21 @@ def test_python_sdk_microphone_and_camera_play_in_the_browser(
 
 
 
+def _camera_reaches_python(browser: Browser, server: RoostServer,
+                           python_side: Callable[..., Future[Any]], room: str,
+                           **options: Any) -> list[dict[str, Any]]:
+    """The page publishes camera and microphone, Python decodes both; the page's ICE paths."""
+    python = python_side("receive_browser_media", server, room)
+    _join(browser, server, room, **options)
+    published = browser.call("publishCameraAndMicrophone", timeout=25)
+    assert {t["kind"] for t in published} == {"audio", "video"}, published
+    received = python.result(timeout=60)
+    assert received["video_frames"] >= 10 and received["audio_frames"] >= 150, received
+    paths: list[dict[str, Any]] = browser.call("selectedPaths")
+    print("selected ICE paths:", paths)
+    return paths
+
+
 def test_browser_and_python_sdk_without_udp_exchange_media_over_ice_tcp(
     browser: Browser, start_server: Callable[..., RoostServer],
     python_side: Callable[..., Future[Any]],
@@ -261,14 +276,7 @@ def test_browser_and_python_sdk_without_udp_exchange_media_over_ice_tcp(
     udp_port = free_port()
     server = start_server("--udp-port", str(udp_port), "--tcp-port", str(free_port()))
     with udp_port_dropped(udp_port):
-        python = python_side("receive_browser_media", server, "browser-tcp")
-        _join(browser, server, "browser-tcp")
-        published = browser.call("publishCameraAndMicrophone", timeout=25)
-        assert {t["kind"] for t in published} == {"audio", "video"}, published
-        received = python.result(timeout=60)
-        assert received["video_frames"] >= 10 and received["audio_frames"] >= 150, received
-        paths = browser.call("selectedPaths")
-        print("selected ICE paths:", paths)
+        paths = _camera_reaches_python(browser, server, python_side, "browser-tcp")
         assert paths and all(p["remote"]["protocol"] == "tcp" for p in paths), paths
         assert sum(p["bytesSent"] for p in paths) > 10_000, paths
 
@@ -318,15 +326,8 @@ def test_browser_with_a_relay_only_policy_sends_media_through_roosts_turn(
     from tests.helpers.server import free_port
 
     server = _turn_server(start_server, tmp_path, {transport: free_port()})
-    python = python_side("receive_browser_media", server, f"browser-relay-{transport}")
-    _join(browser, server, f"browser-relay-{transport}",
-          rtcConfig={"iceTransportPolicy": "relay"})
-    published = browser.call("publishCameraAndMicrophone", timeout=25)
-    assert {t["kind"] for t in published} == {"audio", "video"}, published
-    received = python.result(timeout=60)
-    assert received["video_frames"] >= 10 and received["audio_frames"] >= 150, received
-    paths = browser.call("selectedPaths")
-    print("selected ICE paths:", paths)
+    paths = _camera_reaches_python(browser, server, python_side, f"browser-relay-{transport}",
+                                   rtcConfig={"iceTransportPolicy": "relay"})
     assert paths and all(p["local"]["type"] == "relay" for p in paths), paths
     assert all(p["local"]["relayProtocol"] == transport for p in paths), paths
 
@@ -354,13 +355,8 @@ def test_browser_with_a_relay_only_policy_reaches_roosts_turn_over_tls(
                           cert_file=str(cert_path), key_file=str(key_path))
     browser = Browser(tmp_path / "browser.log", (f"--ignore-certificate-errors-spki-list={pin}",))
     try:
-        python = python_side("receive_browser_media", server, "browser-relay-tls")
-        _join(browser, server, "browser-relay-tls", rtcConfig={"iceTransportPolicy": "relay"})
-        browser.call("publishCameraAndMicrophone", timeout=25)
-        received = python.result(timeout=60)
-        assert received["video_frames"] >= 10 and received["audio_frames"] >= 150, received
-        paths = browser.call("selectedPaths")
-        print("selected ICE paths:", paths)
+        paths = _camera_reaches_python(browser, server, python_side, "browser-relay-tls",
+                                       rtcConfig={"iceTransportPolicy": "relay"})
         assert paths and all(p["local"]["relayProtocol"] == "tls" for p in paths), paths
     finally:
         browser.close()

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from tests.helpers.netlab import Host, Lab, NetnsRoostServer, Router
+from tests.helpers.netlab import Host, Lab, NetnsRoostServer
 from tests.helpers.server import REPO_ROOT
+from tests.net.topologies import client_behind_nat, server_behind_one_to_one_nat
 
 StartRoost = Callable[..., NetnsRoostServer]
 CHECK_TIMEOUT = 3  # seconds per step of `roost check`
@@ -26,18 +27,6 @@ TIMEOUT_REASONS = ("no Binding response within", "no Binding response (retransmi
 pytestmark = pytest.mark.timeout(120)
 
 
-def client_behind_nat(lab: Lab) -> tuple[Host, Router, Host]:
-    server, client = lab.host("server"), lab.host("client")
-    nat = lab.router("nat", wan=(server, "10.231.1.0/24"), lan=(client, "10.231.2.0/24"))
-    return server, nat, client
-
-
-def server_behind_one_to_one_nat(lab: Lab, public: str) -> tuple[Host, Host]:
-    client, server = lab.host("client"), lab.host("server")
-    edge = lab.router("edge", wan=(client, "10.231.3.0/24"), lan=(server, "10.231.1.0/24"),
-                      nat="none")
-    edge.one_to_one(public, server.address)
-    return client, server
 
 
 def roost_check(client: Host, url: str) -> tuple[int, dict[str, Any]]:

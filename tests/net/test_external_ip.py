@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from tests.helpers.netlab import Lab, NetnsRoostServer, start_scenario_in
+from tests.net.topologies import server_behind_one_to_one_nat
 
 CALL = "tests.net.scenarios:everyone_hears_everyone"
 StartRoost = Callable[..., NetnsRoostServer]
@@ -18,11 +19,8 @@ StartRoost = Callable[..., NetnsRoostServer]
 def test_use_external_ip_discovers_the_public_address_through_stun(
     lab: Lab, start_roost_in: StartRoost, tmp_path: Path
 ) -> None:
-    client, server_ns = lab.host("client"), lab.host("server")
-    edge = lab.router("edge", wan=(client, "10.231.3.0/24"), lan=(server_ns, "10.231.1.0/24"),
-                      nat="none")
     public = "10.231.3.10"
-    edge.one_to_one(public, server_ns.address)
+    client, server_ns = server_behind_one_to_one_nat(lab, public)
     # A STUN server out on the public network: roost's TURN port answers Binding requests.
     stun = start_roost_in(client, config={"turn": {
         "enabled": True, "udp_port": 3478, "relay_range_start": 0, "relay_range_end": 0}})

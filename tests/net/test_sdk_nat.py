@@ -13,22 +13,16 @@ from pathlib import Path
 import pytest
 from tests.helpers.netlab import (
     HOLD_MARKER,
-    Host,
     Lab,
     NetnsRoostServer,
-    Router,
     start_scenario_in,
     wait_for,
 )
+from tests.net.topologies import client_behind_nat, server_behind_one_to_one_nat
 
 CALL = "tests.net.scenarios:everyone_hears_everyone"
 StartRoost = Callable[..., NetnsRoostServer]
 
-
-def client_behind_nat(lab: Lab) -> tuple[Host, Router, Host]:
-    server, client = lab.host("server"), lab.host("client")
-    nat = lab.router("nat", wan=(server, "10.231.1.0/24"), lan=(client, "10.231.2.0/24"))
-    return server, nat, client
 
 
 @pytest.mark.timeout(240)
@@ -92,11 +86,8 @@ def test_audio_flows_over_ice_tcp_when_the_client_cannot_use_udp(
 def test_server_behind_one_to_one_nat_announces_its_node_ip(
     lab: Lab, start_roost_in: StartRoost, tmp_path: Path
 ) -> None:
-    client, server_ns = lab.host("client"), lab.host("server")
-    edge = lab.router("edge", wan=(client, "10.231.3.0/24"), lan=(server_ns, "10.231.1.0/24"),
-                      nat="none")
     public = "10.231.3.10"
-    edge.one_to_one(public, server_ns.address)
+    client, server_ns = server_behind_one_to_one_nat(lab, public)
     # The client can reach only the public address; roost must announce it in its candidates.
     roost = start_roost_in(server_ns, config={"rtc": {"udp_port": 7882, "node_ip": public}},
                            public_host=public)

@@ -264,3 +264,21 @@ async def test_another_users_credentials_on_the_5_tuple_get_441() -> None:
         assert refused.error_code == 441
         assert_signed(refused, raw)
         assert server.allocation_count == 1
+
+
+async def test_peers_outside_roosts_own_addresses_are_forbidden() -> None:
+    """Not an open relay: with peer_hosts set (roost passes its media addresses), a
+    permission or channel for any other address is refused with 403."""
+    async with turn_server(peer_hosts=["127.0.0.1"]) as server, client(server) as raw:
+        await raw.allocate()
+        refused = await raw.request(Method.CREATE_PERMISSION,
+                                    {"XOR-PEER-ADDRESS": ("127.0.0.2", 5000)})
+        assert refused.message_class == stun.Class.ERROR
+        assert refused.attributes["ERROR-CODE"][0] == 403
+        bind = {"XOR-PEER-ADDRESS": ("127.0.0.2", 5000), "CHANNEL-NUMBER": 0x4001}
+        refused = await raw.request(Method.CHANNEL_BIND, bind)
+        assert refused.attributes["ERROR-CODE"][0] == 403
+        allowed = await raw.request(Method.CREATE_PERMISSION,
+                                    {"XOR-PEER-ADDRESS": ("127.0.0.1", 5000)})
+        assert allowed.message_class == stun.Class.RESPONSE
+        assert server.stats()["error_403"] == 2

@@ -147,7 +147,8 @@ class RoostServer:
                         None)
         relay = next((a for a in mux.addresses if not a.startswith("127.")), mux.addresses[0])
         self.turn = TurnServer(turn, credentials, bind_host=wildcard or relay, relay_host=relay,
-                               advertised_host=mux.advertised[0] if mux.advertised else None)
+                               advertised_host=mux.advertised[0] if mux.advertised else None,
+                               peer_hosts=[*mux.addresses, *mux.advertised])
         await self.turn.start()
         log.info("turn: listening udp=%s tcp=%s tls=%s, relays on %s", turn.udp_port or "-",
                  turn.tcp_port or "-", turn.tls_port or "-", relay)

@@ -16,6 +16,7 @@ import socket
 import ssl
 import struct
 import time
+from collections.abc import Collection
 from typing import Any
 
 from aioice import stun
@@ -69,8 +70,11 @@ class TurnServer:
         max_connections: int = 4096,
         connection_idle: float = 30.0,
         software: str = "roost",
+        peer_hosts: Collection[str] | None = None,
     ) -> None:
         self.config = config
+        # The only addresses clients may relay to (roost's media addresses); None: any.
+        self.peer_hosts = set(peer_hosts) if peer_hosts is not None else None
         self.credentials = credentials
         self.bind_host = bind_host
         self.relay_host = relay_host
@@ -490,6 +494,10 @@ class TurnServer:
         family = socket.AF_INET6 if ipaddress.ip_address(peer[0]).version == 6 else socket.AF_INET
         if family != self._relay_family:
             self._error(message, link, 443, "Peer Address Family Mismatch", key)
+            return None
+        if self.peer_hosts is not None and str(peer[0]) not in self.peer_hosts:
+            # Not an open relay: peers are roost's own media addresses only.
+            self._error(message, link, 403, "Forbidden", key)
             return None
         return (str(peer[0]), int(peer[1]))
 

@@ -22,7 +22,7 @@ import logging
 import socket
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aioice import Candidate, stun
 from aioice.candidate import candidate_foundation, candidate_priority
@@ -81,10 +81,14 @@ class MuxStats:
         self.malformed = 0
 
 
-class Muxable:
+class Muxable(Protocol):
     """What the mux needs of an ICE connection (roost.media.ice.HostConnection)."""
 
-    local_username: str
+    @property
+    def local_username(self) -> str: ...
+    @property
+    def local_password(self) -> str: ...
+
     media_handler: Callable[[bytes], None] | None
     _protocols: list[StunProtocol]
     _closing: bool
@@ -204,7 +208,7 @@ class MuxSocket(asyncio.DatagramProtocol):
             proto.datagram_received(data, addr)
 
     @staticmethod
-    def _authentic(data: bytes, conn: Any) -> bool:
+    def _authentic(data: bytes, conn: Muxable) -> bool:
         try:
             message = stun.parse_message(data)
             return bool(message.check_message_integrity(conn.local_password.encode("utf8")))
@@ -215,7 +219,7 @@ class MuxSocket(asyncio.DatagramProtocol):
         log.debug("ice mux %s: %s", self.host, exc)
 
     # -- connections ---------------------------------------------------------------
-    def attach(self, conn: Any, candidate: Candidate) -> MuxedProtocol:
+    def attach(self, conn: Muxable, candidate: Candidate) -> MuxedProtocol:
         proto = MuxedProtocol(conn, self, candidate)
         self._protocols[id(conn)] = proto
         return proto
@@ -346,7 +350,7 @@ class IceTcpStream(asyncio.Protocol):
                 return
         proto.datagram_received(frame, self.peer)
 
-    def _bind(self, conn: Any) -> TcpIceProtocol:
+    def _bind(self, conn: Muxable) -> TcpIceProtocol:
         candidate = self.mux.tcp_candidate_of(conn)
         proto = TcpIceProtocol(conn, self, candidate)
         conn._protocols.append(proto)
@@ -406,7 +410,7 @@ class IceMux:
         self.servers: list[asyncio.Server] = []
         self.streams: set[IceTcpStream] = set()
         self.stats = MuxStats()
-        self._connections: dict[str, Any] = {}
+        self._connections: dict[str, Muxable] = {}
         self._tcp_candidates: dict[int, Candidate] = {}
 
     @property
@@ -452,16 +456,16 @@ class IceMux:
         self.servers.clear()
 
     # -- registry -------------------------------------------------------------------
-    def register(self, conn: Any) -> None:
+    def register(self, conn: Muxable) -> None:
         self._connections[conn.local_username] = conn
 
-    def unregister(self, conn: Any) -> None:
+    def unregister(self, conn: Muxable) -> None:
         ufrag = str(conn.local_username)
         if self._connections.get(ufrag) is conn:
             del self._connections[ufrag]
         self._tcp_candidates.pop(id(conn), None)
 
-    def connection(self, ufrag: str) -> Any | None:
+    def connection(self, ufrag: str) -> Muxable | None:
         conn = self._connections.get(ufrag)
         if conn is None or conn._closing:
             return None
@@ -471,7 +475,7 @@ class IceMux:
     def _primary_host(self) -> str:
         return next((a for a in self.addresses if not _is_loopback(a)), self.addresses[0])
 
-    def udp_protocols(self, conn: Any) -> list[MuxedProtocol]:
+    def udp_protocols(self, conn: Muxable) -> list[MuxedProtocol]:
         """Attach `conn` to every shared UDP socket: one host candidate each."""
         out = []
         for index, sock in enumerate(self.sockets):
@@ -487,7 +491,7 @@ class IceMux:
         return [host_candidate(ip, port, "udp", 65535 - len(self.addresses) - i)
                 for i, ip in enumerate(self.advertised) if ip not in self.addresses]
 
-    def tcp_candidates(self, conn: Any) -> list[Candidate]:
+    def tcp_candidates(self, conn: Muxable) -> list[Candidate]:
         """Passive ICE-TCP candidates for `conn` (announced; streams attach on first check)."""
         if not self.tcp_port:
             return []
@@ -497,7 +501,7 @@ class IceMux:
         self._tcp_candidates[id(conn)] = out[0]
         return out
 
-    def tcp_candidate_of(self, conn: Any) -> Candidate:
+    def tcp_candidate_of(self, conn: Muxable) -> Candidate:
         candidate = self._tcp_candidates.get(id(conn))
         if candidate is None:
             candidate = host_candidate(self._primary_host(), self.tcp_port, "tcp",

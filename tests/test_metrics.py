@@ -20,9 +20,9 @@ from roost import telemetry
 from roost.config import Settings
 from roost.edge.metrics import RoomCollector
 from roost.edge.server import RoostServer as InProcessServer
+from roost.media.types import MediaInfo
 from roost.room.manager import RoomManager
 from roost.room.participant import ClientParams, Participant
-from roost.room.types import MediaInfo
 
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 

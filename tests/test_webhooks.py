@@ -19,10 +19,10 @@ from tests.rawclient import ClientPool
 from roost import telemetry
 from roost.api.webhooks import CONTENT_TYPE, DeliveryPolicy, WebhookNotifier
 from roost.config import ConfigError, Settings
+from roost.media.types import MediaInfo
 from roost.room.manager import RoomManager
 from roost.room.participant import ClientParams, Participant
 from roost.room.room import Reason
-from roost.room.types import MediaInfo
 
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 

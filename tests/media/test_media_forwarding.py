@@ -38,8 +38,8 @@ from roost.media.rtcp import (
 )
 from roost.media.rtp import find_extension, parse_header, parse_red
 from roost.media.sdp import Codec, SessionDescription, parse
+from roost.media.types import MediaInfo
 from roost.media.uptrack import MediaUpTrack
-from roost.room.types import MediaInfo
 
 PUB_SSRC, PUB_RTX = 0x1111, 0x2222
 MID_ID, LEVEL_ID, RID_ID = 4, 1, 10

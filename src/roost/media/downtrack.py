@@ -47,7 +47,7 @@ def random_ssrc(taken: set[int]) -> int:
 
 
 class SubscriberDownTrack:
-    """A published track forwarded on one subscriber connection (`room.types.DownTrack`)."""
+    """A published track forwarded on one subscriber connection (`media.types.DownTrack`)."""
 
     def __init__(
         self,
@@ -93,7 +93,7 @@ class SubscriberDownTrack:
         # (copied from the forwarder's own counters by `sync_stats`, not per packet)
         self.stats = MediaStats(up.kind)
 
-    # -- room.types.DownTrack ----------------------------------------------------------
+    # -- media.types.DownTrack ----------------------------------------------------------
     @property
     def mid(self) -> str:
         return self.section.mid or "" if self.section is not None else ""

@@ -16,8 +16,8 @@ from roost.media.codecs import PayloadTypes
 from roost.media.downtrack import SubscriberDownTrack, random_ssrc
 from roost.media.rtpsession import RtpSession
 from roost.media.sdp import MediaSection, SessionDescription
+from roost.media.types import DownTrack, MediaInfo, UpTrack
 from roost.media.uptrack import MediaUpTrack
-from roost.room.types import DownTrack, MediaInfo, UpTrack
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from roost.media.sdp import Fingerprint, MediaSection, SdpError, SessionDescript
 from roost.media.sections import SCTP_PORT, answer_media, data_section, reject
 from roost.media.srtp import SrtpContext, SrtpError
 from roost.media.tracks import TrackBook
-from roost.room.types import DownTrack, MediaInfo, UpTrack
+from roost.media.types import DownTrack, MediaInfo, UpTrack
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ class PeerTransport:
             return False
         return self._channels.send(label, payload)
 
-    # -- media (room.types.Transport) -------------------------------------------------------
+    # -- media (media.types.Transport) -------------------------------------------------------
     def add_track(self, up: UpTrack, *, track_sid: str, stream_id: str) -> DownTrack:
         """Forward `up`: on a new sendonly section of the next offer (subscriber PC) or,
         answering (single PC), on a free recvonly section of the client's next offer."""

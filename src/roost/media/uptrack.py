@@ -129,7 +129,7 @@ class RtxRoute:
 
 
 class MediaUpTrack:
-    """Encoded media of one publisher section (implements `room.types.UpTrack`)."""
+    """Encoded media of one publisher section (implements `media.types.UpTrack`)."""
 
     def __init__(
         self,
@@ -182,7 +182,7 @@ class MediaUpTrack:
         self.malformed = 0
         self.other_payload = 0
 
-    # -- the room's view (room.types.UpTrack) ------------------------------------------
+    # -- the room's view (media.types.UpTrack) ------------------------------------------
     @property
     def audio_level(self) -> float:
         if not self._audio_level_id:

@@ -14,7 +14,7 @@ from roost import ids
 from roost.room.tracks import PublisherTracks
 
 if TYPE_CHECKING:
-    from roost.media.transport import PeerTransport
+    from roost.media.types import Transport
     from roost.room.types import SignalSink
 
 log = logging.getLogger("roost.participant")
@@ -80,8 +80,8 @@ class Participant:
         self.is_publisher = False
         self.tracks: dict[str, models.TrackInfo] = {}
         self.session: SignalSink | None = None
-        self.publisher: PeerTransport | None = None
-        self.subscriber: PeerTransport | None = None
+        self.publisher: Transport | None = None
+        self.subscriber: Transport | None = None
         self.last_reliable_seq = 0  # highest reliable DataPacket.sequence received
         self.subscriber_offer_id = 0
         self.ice_restart_pending = False
@@ -107,11 +107,11 @@ class Participant:
                 and not self.params.single_pc)
 
     @property
-    def primary(self) -> PeerTransport | None:
+    def primary(self) -> Transport | None:
         return self.subscriber if self.subscriber_primary else self.publisher
 
     @property
-    def downstream(self) -> PeerTransport | None:
+    def downstream(self) -> Transport | None:
         """The transport subscribed tracks are sent on (the only one in single-PC mode)."""
         return self.publisher if self.params.single_pc else self.subscriber
 

@@ -11,13 +11,13 @@ from google.protobuf.message import DecodeError
 from livekit.protocol import models, rtc
 
 from roost import ids
+from roost.media.types import MediaInfo, UpTrack
 from roost.room.dynacast import Dynacast
 from roost.room.participant import Participant, State
 from roost.room.quality import ConnectionQualities
 from roost.room.speakers import ActiveSpeakers
 from roost.room.subscriptions import Subscriptions
 from roost.room.tracks import TrackPublication
-from roost.room.types import MediaInfo, UpTrack
 
 log = logging.getLogger("roost.room")
 

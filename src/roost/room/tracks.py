@@ -12,8 +12,8 @@ from livekit.protocol import models, rtc
 from roost import ids
 
 if TYPE_CHECKING:
+    from roost.media.types import DownTrack, MediaInfo, UpTrack
     from roost.room.participant import Participant
-    from roost.room.types import DownTrack, MediaInfo, UpTrack
 
 log = logging.getLogger("roost.tracks")
 

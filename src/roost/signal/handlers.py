@@ -12,6 +12,7 @@ from livekit.protocol import models, rtc
 from roost.media.sdp import SdpError
 from roost.room.room import Reason, leave_response
 from roost.room.tracks import TrackRefused
+from roost.signal.peers import peer
 
 if TYPE_CHECKING:
     from roost.room.participant import Participant
@@ -113,10 +114,11 @@ class Handlers:
             self.service.subscriber_answered(self.p)  # the re-offer a requirement asked for
 
     async def answer(self, request: rtc.SignalRequest) -> None:
-        if self.p.subscriber is None:
+        subscriber = peer(self.p.subscriber)
+        if subscriber is None:
             return
         try:
-            await self.p.subscriber.handle_answer(request.answer.sdp)
+            await subscriber.handle_answer(request.answer.sdp)
         except (SdpError, ConnectionError) as exc:
             log.info("bad subscriber answer: %s", exc, extra=self.session._extra())
             self._full_reconnect_or_close(f"invalid answer: {exc}")
@@ -133,8 +135,8 @@ class Handlers:
 
     async def trickle(self, request: rtc.SignalRequest) -> None:
         trickle = request.trickle
-        target = self.p.subscriber if trickle.target == rtc.SignalTarget.SUBSCRIBER \
-            else self.p.publisher
+        target = peer(self.p.subscriber if trickle.target == rtc.SignalTarget.SUBSCRIBER
+                      else self.p.publisher)
         try:
             init = json.loads(trickle.candidateInit) if trickle.candidateInit else {}
             if not isinstance(init, dict):

@@ -26,6 +26,7 @@ from roost.routing import LocalRouter, Router, RoutingUnavailable
 from roost.signal.connection import SignalConnection, WebSocketConnection
 from roost.signal.handlers import Handlers
 from roost.signal.negotiation import Negotiator
+from roost.signal.peers import peer
 from roost.signal.relay import SignalRelay
 from roost.signal.session import SignalSession
 from roost.telemetry import observe_join_stage
@@ -34,6 +35,7 @@ log = logging.getLogger("roost.signal")
 
 TOKEN_REFRESH_INTERVAL = 300.0
 RESUME_GRACE = 20.0  # seconds a participant whose socket dropped may take to resume
+
 
 
 class SignalService:
@@ -221,16 +223,17 @@ class SignalService:
         return transport
 
     def publisher_transport(self, p: Participant) -> PeerTransport:
-        if p.publisher is None:
+        publisher = peer(p.publisher)
+        if publisher is None:
             session = p.session
             room = session.room if isinstance(session, SignalSession) else None
             if room is None:
                 raise RuntimeError("participant has no session")
-            p.publisher = self._transport(room, p, "publisher")
-        return p.publisher
+            p.publisher = publisher = self._transport(room, p, "publisher")
+        return publisher
 
     async def send_subscriber_offer(self, p: Participant, room: Room) -> None:
-        transport = p.subscriber
+        transport = peer(p.subscriber)
         if transport is None or p.state == State.DISCONNECTED \
                 or transport.state in ("failed", "closed"):
             return
@@ -249,7 +252,7 @@ class SignalService:
 
     async def send_media_requirement(self, p: Participant) -> None:
         """Single PC: ask the client to re-offer, adding the recvonly sections still needed."""
-        transport = p.publisher
+        transport = peer(p.publisher)
         if transport is None or p.state == State.DISCONNECTED \
                 or transport.state in ("failed", "closed"):
             return

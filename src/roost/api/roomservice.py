@@ -184,26 +184,17 @@ class RoomService:
         if not limit.check_attributes(dict(req.attributes)):
             raise attributes_error
         room, p = self._participant(req.room, req.identity)
-        merged = dict(p.attributes)
-        for key, value in req.attributes.items():
-            if value:
-                merged[key] = value
-            else:
-                merged.pop(key, None)
+        merged = p.merged_attributes(req.attributes)
         if not limit.check_attributes(merged):
             raise attributes_error
-        if req.name:
-            p.name = req.name
-        if req.metadata:
-            p.metadata = req.metadata
-        p.attributes = merged
+        p.update_info(name=req.name, metadata=req.metadata, attributes=merged)
         permission_changed = req.HasField("permission") and req.permission != p.permission
         if permission_changed:
             p.permission = models.ParticipantPermission()
             p.permission.CopyFrom(req.permission)
         self.signal.participant_changed(room, p)
         if permission_changed:
-            apply_permission(room, p)
+            room.apply_permission(p)
         return p.to_proto()
 
     async def update_subscriptions(
@@ -288,15 +279,3 @@ class RoomService:
         if room == destination:
             raise errors.invalid_argument("destination room cannot be the same as source room")
 
-
-def apply_permission(room: Room, p: Participant) -> None:
-    """After a permission replace: unpublish what may no longer be published, re-decide
-    every subscription of `p` (revoked when can_subscribe is off, restored when back on)."""
-    perm = p.permission
-    for pub in list(p.publications.published.values()):
-        source = pub.info.source
-        if not perm.can_publish or (perm.can_publish_sources
-                                    and source not in perm.can_publish_sources):
-            room.unpublish(p, pub.sid, notify=True)
-    for pub in room.subscriptions.publications():
-        room.subscriptions.reconcile(p, pub)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -138,6 +138,29 @@ class Participant:
         self.state = state
         self.touch()
         return True
+
+    # -- room rules: what an update of name, metadata or attributes means ----------------
+    def merged_attributes(self, changes: Mapping[str, str]) -> dict[str, str]:
+        """The attributes after `changes`, merged as LiveKit does: an empty value removes
+        its key, the rest are set; keys not named are kept."""
+        merged = dict(self.attributes)
+        for key, value in changes.items():
+            if value:
+                merged[key] = value
+            else:
+                merged.pop(key, None)
+        return merged
+
+    def update_info(self, *, name: str = "", metadata: str = "",
+                    attributes: dict[str, str] | None = None) -> None:
+        """Apply an update whose limits the caller checked: an empty name or metadata leaves
+        the old one, `attributes` (already merged) replaces the map."""
+        if name:
+            self.name = name
+        if metadata:
+            self.metadata = metadata
+        if attributes is not None:
+            self.attributes = attributes
 
     def to_proto(self) -> models.ParticipantInfo:
         info = models.ParticipantInfo(

@@ -212,6 +212,18 @@ class Room:
         self.subscriptions.on_published(pub)
         participant.on_quality_change()
 
+    def apply_permission(self, p: Participant) -> None:
+        """After a permission replace: unpublish what may no longer be published, re-decide
+        every subscription of `p` (revoked when can_subscribe is off, restored when back on)."""
+        perm = p.permission
+        for pub in list(p.publications.published.values()):
+            source = pub.info.source
+            if not perm.can_publish or (perm.can_publish_sources
+                                        and source not in perm.can_publish_sources):
+                self.unpublish(p, pub.sid, notify=True)
+        for pub in self.subscriptions.publications():
+            self.subscriptions.reconcile(p, pub)
+
     def unpublish(self, participant: Participant, track_sid: str, *, notify: bool = False) -> bool:
         """Remove a publication; `notify` tells the publisher (server-initiated unpublish)."""
         pub = participant.publications.remove(track_sid)

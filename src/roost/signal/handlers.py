@@ -241,22 +241,13 @@ class Handlers:
             self.respond(RR.NOT_ALLOWED, "does not have permission to update own metadata",
                          upd.request_id, update_metadata=upd)
             return
-        attributes = dict(p.attributes)
-        for k, v in upd.attributes.items():
-            if v:
-                attributes[k] = v
-            else:
-                attributes.pop(k, None)
+        attributes = p.merged_attributes(upd.attributes)
         if not limits.check_metadata(upd.metadata) or not limits.check_name(upd.name) \
                 or not limits.check_attributes(attributes):
             self.respond(RR.LIMIT_EXCEEDED, "metadata, name or attributes exceed the size limit",
                          upd.request_id, update_metadata=upd)
             return
-        if upd.name:
-            p.name = upd.name
-        if upd.metadata:
-            p.metadata = upd.metadata
-        p.attributes = attributes
+        p.update_info(name=upd.name, metadata=upd.metadata, attributes=attributes)
         self.service.participant_changed(self.room, p)
         self.respond(RR.OK, "", upd.request_id, update_metadata=upd)
 

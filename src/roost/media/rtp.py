@@ -126,11 +126,6 @@ def parse_header(buf: Buffer, h: RtpHeader | None = None) -> RtpHeader:
     return h
 
 
-def is_rtcp(buf: Buffer) -> bool:
-    """True when a demultiplexed SRTP/RTP-range datagram is RTCP (RFC 5761 PT 192-223)."""
-    return len(buf) >= 2 and 192 <= buf[1] <= 223
-
-
 # --------------------------------------------------------------------------- extensions
 
 
@@ -207,12 +202,6 @@ def read_audio_level(buf: Buffer, h: RtpHeader, ext_id: int) -> int:
     if found is None:
         return -1
     return buf[found[0]] & 0x7F
-
-
-def read_voice_activity(buf: Buffer, h: RtpHeader, ext_id: int) -> bool:
-    """RFC 6464 V flag of extension `ext_id` (False when absent)."""
-    found = find_extension(buf, h, ext_id)
-    return found is not None and bool(buf[found[0]] & 0x80)
 
 
 def read_twcc_seq(buf: Buffer, h: RtpHeader, ext_id: int) -> int:

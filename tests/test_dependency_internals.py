@@ -21,7 +21,8 @@ def test_aioice_connection_internals_roost_uses() -> None:
     init = _source(Connection.__init__)
     for name in ("_protocols", "_local_candidates", "_nominated", "_closing",
                  "_remote_candidates_end", "_local_candidates_start", "_local_candidates_end"):
-        assert f"self.{name}" in init, f"aioice.Connection no longer sets {name} ({aioice.__version__})"
+        assert f"self.{name}" in init, \
+            f"aioice {aioice.__version__}: Connection no longer sets {name}"
     # IceLink and IceMux rely on how incoming checks and nominations are handled.
     for method in ("request_received", "check_incoming", "data_received", "protocol_lost"):
         assert callable(getattr(Connection, method, None)), f"aioice.Connection.{method} is gone"

@@ -30,6 +30,7 @@ from tests.helpers.redis import (
 )
 from tests.helpers.scenario import run_scenario
 from tests.helpers.server import RoostServer
+from tests.helpers.wait import until_async
 from tests.rawclient import ClientPool, HandshakeRefused, RawClient
 
 SCENARIOS = "tests.scenarios.multinode"
@@ -149,17 +150,7 @@ def admin_api(server: RoostServer) -> api.LiveKitAPI:
 
 async def eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
     """Poll an async `check` until it returns a truthy value without raising."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            result = await check()
-            if result:
-                return result
-        except Exception as exc:
-            last = exc
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{what} not within {timeout:.0f} s (last: {last!r})")
+    return await until_async(check, timeout, what)
 
 
 # -- signalling across nodes ------------------------------------------------------------------

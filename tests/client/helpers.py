@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 from tests.helpers.scenario import run_scenario
 from tests.helpers.server import RoostServer
+from tests.helpers.wait import until
 
 from roost import client as rc
 
@@ -20,12 +20,8 @@ EVENT_TIMEOUT = 10.0
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = EVENT_TIMEOUT,
                      what: str = "condition") -> None:
-    """Poll `predicate` every 20 ms; TimeoutError naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.1f} s waiting for {what}")
-        await asyncio.sleep(0.02)
+    """Poll `predicate`; TimeoutError naming `what` after `timeout`."""
+    await until(predicate, timeout, what)
 
 
 class Recorder:

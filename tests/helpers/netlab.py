@@ -47,6 +47,7 @@ from tests.helpers.scenario import (
     child_env,
 )
 from tests.helpers.server import READY_TIMEOUT, REPO_ROOT, RoostServer, ServerStartError, tail
+from tests.helpers.wait import until_sync
 
 PREFIX = "rlab"
 NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,10}$")  # short: interface names are "to-<peer>"
@@ -94,14 +95,7 @@ def _pid_alive(pid: int) -> bool:
 def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
     """Poll `predicate()` until it returns something truthy (returned); TimeoutError naming
     `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+    return until_sync(predicate, timeout, what, interval)
 
 
 def list_namespaces() -> list[str]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from livekit import rtc
 from tests.helpers.server import make_token
+from tests.helpers.wait import until
 
 log = logging.getLogger("scenario")
 
@@ -43,12 +44,8 @@ class ServerInfo:
 async def wait_until(
     predicate: Callable[[], bool], timeout: float = EVENT_TIMEOUT, what: str = "condition"
 ) -> None:
-    """Poll `predicate` every 20 ms until it is true; TimeoutError naming `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:.1f} s waiting for {what}")
-        await asyncio.sleep(0.02)
+    """Poll `predicate` until it is true; TimeoutError naming `what` otherwise."""
+    await until(predicate, timeout, what)
 
 
 class EventLog:

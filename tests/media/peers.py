@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from tests.helpers import wait
 
 from roost.media import PeerTransport
 
@@ -21,12 +22,7 @@ async def within(awaitable: Awaitable[T], timeout: float = WAIT) -> T:
 
 async def until(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
     """Poll a condition every 10 ms until true or the timeout expires."""
-
-    async def poll() -> None:
-        while not predicate():  # noqa: ASYNC110 - polling is the point
-            await asyncio.sleep(0.01)
-
-    await within(poll(), timeout)
+    await wait.until(predicate, timeout, "the condition", interval=0.01)
 
 
 class Inbox:

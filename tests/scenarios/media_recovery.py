@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from livekit import rtc
 from tests.helpers.sdk import Rooms, ServerInfo
+from tests.helpers.wait import until
 from tests.media.liteclient import LiteClient
 
 from roost.media.rtcp import build_nack, build_pli
@@ -46,11 +47,7 @@ async def _camera(source: rtc.VideoSource) -> None:
 
 
 async def _until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {what} within {timeout:.1f} s")
-        await asyncio.sleep(0.02)
+    await until(predicate, timeout, what)
 
 
 async def nack_and_pli_recovery(srv: dict[str, str]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from tests.helpers.wait import until
 
 from roost.config import TurnConfig
 from roost.turn import TurnCredentials, TurnServer
@@ -31,14 +32,7 @@ Address = tuple[str, int]
 
 async def eventually(check: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
     """Poll `check` until it returns something truthy, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        await asyncio.sleep(0.02)
+    return await until(check, timeout, what or str(check))
 
 
 @asynccontextmanager

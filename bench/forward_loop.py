@@ -1,7 +1,7 @@
 """The forwarding ceiling: a tight pure-Python loop over roost's packet engine, no event loop.
 
 Per publisher packet: SRTP unprotect once, `inspect()`, then per subscriber
-`DownTrack.forward()` (SSRC/seq/ts/PT rewrite + header extensions), SRTP protect with
+`Forwarder.forward()` (SSRC/seq/ts/PT rewrite + header extensions), SRTP protect with
 that subscriber's own session, and a UDP `sendto` to a loopback sink. Prints packets/s
 per core and µs per forwarded packet for 100 B audio-like and 1200 B video-like packets
 with 1, 10 and 100 subscribers, for AES-CM-128-HMAC-SHA1-80 and AEAD-AES-128-GCM.
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from roost.media.forward import (
     CODEC_OPUS,
     CODEC_VP8,
-    DownTrack,
     ExtensionRewriter,
+    Forwarder,
     PacketInfo,
     inspect,
 )
@@ -111,9 +111,9 @@ def run_config(
     wire, key = make_stream(shape, profile, n_pub)
     rx = SrtpSession(key, profile, outbound=False)
     rewriter = ExtensionRewriter({AUDIO_LEVEL_ID: AUDIO_LEVEL_ID} if shape is AUDIO else {})
-    subs: list[tuple[DownTrack, Callable[[bytes | bytearray], memoryview | bytes]]] = []
+    subs: list[tuple[Forwarder, Callable[[bytes | bytearray], memoryview | bytes]]] = []
     for k in range(subscribers):
-        dt = DownTrack(
+        dt = Forwarder(
             0x10000 + k,
             shape.payload_type,
             shape.clock_rate,
@@ -164,7 +164,7 @@ def piece_costs(
     t = clock()
     infos = [inspect(p, shape.codec) for p in plain]
     inspect_cost = (clock() - t) / n
-    dt = DownTrack(
+    dt = Forwarder(
         1,
         shape.payload_type,
         shape.clock_rate,

@@ -1,4 +1,4 @@
-"""DownTrack munging: continuity across mute, resume, source and layer switches; filtering."""
+"""Forwarder munging: continuity across mute, resume, source and layer switches; filtering."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from roost.media import rtp
 from roost.media.forward import (
     CODEC_OPUS,
     CODEC_VP8,
-    DownTrack,
     ExtensionRewriter,
+    Forwarder,
     PacketInfo,
     SenderReportStore,
     codec_of,
@@ -72,12 +72,12 @@ class Vp8Layer:
         return out
 
 
-def send(dt: DownTrack, items: list[tuple[bytes, PacketInfo]], now: float) -> list[bytes]:
+def send(dt: Forwarder, items: list[tuple[bytes, PacketInfo]], now: float) -> list[bytes]:
     return [bytes(o) for raw, info in items if (o := dt.forward(raw, info, now)) is not None]
 
 
 def test_audio_is_forwarded_with_own_ssrc_and_payload_type() -> None:
-    dt = DownTrack(OUT_SSRC, 109, 48000, CODEC_OPUS)
+    dt = Forwarder(OUT_SSRC, 109, 48000, CODEC_OPUS)
     src = AudioSource()
     raw, info = src.next(marker=True)
     out = dt.forward(raw, info, 0.0)
@@ -89,14 +89,14 @@ def test_audio_is_forwarded_with_own_ssrc_and_payload_type() -> None:
 
 
 def test_sequence_wrap_on_input_stays_continuous() -> None:
-    dt = DownTrack(OUT_SSRC, 111, 48000, CODEC_OPUS)
+    dt = Forwarder(OUT_SSRC, 111, 48000, CODEC_OPUS)
     src = AudioSource(seq=65533)
     seqs = [out_fields(dt.forward(*src.next(), 0.0) or b"")[0] for _ in range(6)]
     assert seqs == [65533, 65534, 65535, 0, 1, 2]
 
 
 def test_mute_and_resume_continue_sequence_and_advance_timestamp_by_wall_clock() -> None:
-    dt = DownTrack(OUT_SSRC, 111, 48000, CODEC_OPUS)
+    dt = Forwarder(OUT_SSRC, 111, 48000, CODEC_OPUS)
     src = AudioSource()
     now = 100.0
     last = b""
@@ -117,7 +117,7 @@ def test_mute_and_resume_continue_sequence_and_advance_timestamp_by_wall_clock()
 
 
 def test_publisher_restart_with_new_ssrc_is_stitched_on() -> None:
-    dt = DownTrack(OUT_SSRC, 111, 48000, CODEC_OPUS)
+    dt = Forwarder(OUT_SSRC, 111, 48000, CODEC_OPUS)
     first, second = AudioSource(ssrc=1, seq=100, ts=0), AudioSource(ssrc=2, seq=40_000, ts=7)
     now = 0.0
     for _ in range(10):
@@ -133,7 +133,7 @@ def test_publisher_restart_with_new_ssrc_is_stitched_on() -> None:
 
 
 def test_padding_only_packets_are_dropped_and_compacted() -> None:
-    dt = DownTrack(OUT_SSRC, 111, 48000, CODEC_OPUS)
+    dt = Forwarder(OUT_SSRC, 111, 48000, CODEC_OPUS)
     src = AudioSource()
     got = []
     for i in range(10):
@@ -147,7 +147,7 @@ def test_padding_only_packets_are_dropped_and_compacted() -> None:
 
 
 def test_out_of_order_packet_after_a_drop_gets_its_own_slot() -> None:
-    dt = DownTrack(OUT_SSRC, 111, 48000, CODEC_OPUS)
+    dt = Forwarder(OUT_SSRC, 111, 48000, CODEC_OPUS)
     src = AudioSource()
     pkts = [src.next(payload=b"" if i == 3 else b"\xfcx") for i in range(8)]
     order = [0, 1, 3, 4, 5, 2, 6, 7]  # 2 arrives late, 3 is padding (dropped)
@@ -162,7 +162,7 @@ def test_out_of_order_packet_after_a_drop_gets_its_own_slot() -> None:
 
 
 def test_late_filtered_packet_cannot_be_compacted_and_is_not_sent() -> None:
-    dt = DownTrack(OUT_SSRC, 111, 48000, CODEC_OPUS)
+    dt = Forwarder(OUT_SSRC, 111, 48000, CODEC_OPUS)
     src = AudioSource()
     pkts = [src.next(payload=b"" if i == 2 else b"\xfcx") for i in range(4)]
     seqs = [out_fields(o)[0] for i in (0, 1, 3, 2) if (o := dt.forward(*pkts[i], 0.0))]
@@ -170,9 +170,9 @@ def test_late_filtered_packet_cannot_be_compacted_and_is_not_sent() -> None:
     assert dt.on_nack([502], 1.0) == []
 
 
-def _simulcast() -> tuple[DownTrack, Vp8Layer, Vp8Layer, SenderReportStore]:
+def _simulcast() -> tuple[Forwarder, Vp8Layer, Vp8Layer, SenderReportStore]:
     clocks = SenderReportStore()
-    dt = DownTrack(OUT_SSRC, 98, 90000, CODEC_VP8, clocks=clocks)
+    dt = Forwarder(OUT_SSRC, 98, 90000, CODEC_VP8, clocks=clocks)
     low = Vp8Layer(0, 0x10, seq=1000, ts=50_000, pid=300, tl0=10)
     high = Vp8Layer(1, 0x20, seq=30_000, ts=900_000, pid=7000, tl0=200)
     return dt, low, high, clocks
@@ -221,8 +221,8 @@ def test_simulcast_switch_waits_for_keyframe_and_keeps_everything_continuous() -
 
 
 def test_retransmit_cache_shares_the_publishers_packet_between_subscribers() -> None:
-    a = DownTrack(OUT_SSRC, 111, 48000, CODEC_OPUS)
-    b = DownTrack(OUT_SSRC + 1, 111, 48000, CODEC_OPUS)
+    a = Forwarder(OUT_SSRC, 111, 48000, CODEC_OPUS)
+    b = Forwarder(OUT_SSRC + 1, 111, 48000, CODEC_OPUS)
     raw, info = AudioSource().next()
     a.forward(raw, info, 0.0)
     b.forward(raw, info, 0.0)
@@ -253,7 +253,7 @@ def test_simulcast_switch_uses_sender_reports_to_translate_timestamps() -> None:
 
 
 def test_temporal_layer_filter_compacts_sequence_and_picture_ids() -> None:
-    dt = DownTrack(OUT_SSRC, 96, 90000, CODEC_VP8)
+    dt = Forwarder(OUT_SSRC, 96, 90000, CODEC_VP8)
     layer = Vp8Layer(0, 0x10, seq=10, ts=0, pid=100, tl0=5)
     dt.set_target(0, max_temporal=0)
     pattern = [0, 2, 1, 2, 0, 2, 1, 2, 0]
@@ -270,7 +270,7 @@ def test_temporal_layer_filter_compacts_sequence_and_picture_ids() -> None:
 
 
 def test_temporal_upswitch_waits_for_a_sync_point() -> None:
-    dt = DownTrack(OUT_SSRC, 96, 90000, CODEC_VP8)
+    dt = Forwarder(OUT_SSRC, 96, 90000, CODEC_VP8)
     layer = Vp8Layer(0, 0x10, seq=10, ts=0, pid=100, tl0=5)
     dt.set_target(0, max_temporal=0)
     send(dt, layer.frame_packets(keyframe=True), 0.0)
@@ -281,7 +281,7 @@ def test_temporal_upswitch_waits_for_a_sync_point() -> None:
 
 
 def test_pause_and_resume_video_is_keyframe_gated() -> None:
-    dt = DownTrack(OUT_SSRC, 96, 90000, CODEC_VP8)
+    dt = Forwarder(OUT_SSRC, 96, 90000, CODEC_VP8)
     layer = Vp8Layer(0, 0x10, seq=10, ts=0, pid=100, tl0=5)
     sent = send(dt, layer.frame_packets(keyframe=True), 0.0)
     dt.set_target(None)
@@ -299,8 +299,8 @@ def test_pause_and_resume_video_is_keyframe_gated() -> None:
 
 def test_extensions_are_remapped_with_mid_and_abs_send_time() -> None:
     rewriter = ExtensionRewriter({1: 5}, abs_send_time_id=3)
-    a = DownTrack(OUT_SSRC, 111, 48000, CODEC_OPUS, rewriter=rewriter, mid="7", mid_ext_id=9)
-    b = DownTrack(OUT_SSRC + 1, 111, 48000, CODEC_OPUS, rewriter=rewriter, mid="12", mid_ext_id=9)
+    a = Forwarder(OUT_SSRC, 111, 48000, CODEC_OPUS, rewriter=rewriter, mid="7", mid_ext_id=9)
+    b = Forwarder(OUT_SSRC + 1, 111, 48000, CODEC_OPUS, rewriter=rewriter, mid="12", mid_ext_id=9)
     raw, info = AudioSource().next(ext=[(1, b"\x8a"), (4, b"0"), (10, b"q")])  # level, mid, rid
     outs = [a.forward(raw, info, 1.5), b.forward(raw, info, 1.5)]
     for out, mid in zip(outs, [b"7", b"12"], strict=True):
@@ -315,7 +315,7 @@ def test_red_is_stripped_for_subscribers_without_red() -> None:
     primary = b"\xfcPRIMARY"
     payload = bytes([0x80 | 111, 0x0F, 0x00, 3]) + bytes([111]) + b"old" + primary
     raw = build_rtp(1, 960, pt=63, payload=payload)
-    dt = DownTrack(OUT_SSRC, 111, 48000, codec_of("audio/red"), strip_red=True)
+    dt = Forwarder(OUT_SSRC, 111, 48000, codec_of("audio/red"), strip_red=True)
     out = dt.forward(raw, inspect(raw, codec_of("audio/red")), 0.0)
     assert out is not None
     h = rtp.parse_header(out)
@@ -323,11 +323,11 @@ def test_red_is_stripped_for_subscribers_without_red() -> None:
 
 
 def test_nack_is_answered_from_the_cache_with_and_without_rtx() -> None:
-    dt = DownTrack(OUT_SSRC, 111, 48000, CODEC_OPUS)
+    dt = Forwarder(OUT_SSRC, 111, 48000, CODEC_OPUS)
     src = AudioSource()
     sent = [bytes(dt.forward(*src.next(), 0.0) or b"") for _ in range(5)]
     assert [bytes(p) for p in dt.on_nack([501, 503], 1.0)] == [sent[1], sent[3]]
-    rtx = DownTrack(OUT_SSRC, 96, 90000, CODEC_VP8, rtx_ssrc=0xBEEF, rtx_payload_type=97)
+    rtx = Forwarder(OUT_SSRC, 96, 90000, CODEC_VP8, rtx_ssrc=0xBEEF, rtx_payload_type=97)
     layer = Vp8Layer(0, 0x10, seq=10, ts=0, pid=1, tl0=1)
     vsent = send(rtx, layer.frame_packets(keyframe=True), 0.0)
     (re,) = rtx.on_nack([11], 1.0)
@@ -338,7 +338,7 @@ def test_nack_is_answered_from_the_cache_with_and_without_rtx() -> None:
 
 def test_sender_report_translates_the_publishers_mapping() -> None:
     clocks = SenderReportStore()
-    dt = DownTrack(OUT_SSRC, 111, 48000, CODEC_OPUS, clocks=clocks, cname="sub-cname")
+    dt = Forwarder(OUT_SSRC, 111, 48000, CODEC_OPUS, clocks=clocks, cname="sub-cname")
     assert dt.sender_report(0.0) is None
     src = AudioSource(ts=48_000)
     for i in range(3):
@@ -359,7 +359,7 @@ def test_sender_report_translates_the_publishers_mapping() -> None:
 
 
 def test_rewrite_step_is_fast() -> None:
-    dt = DownTrack(OUT_SSRC, 111, 48000, CODEC_OPUS, rewriter=ExtensionRewriter({1: 1}))
+    dt = Forwarder(OUT_SSRC, 111, 48000, CODEC_OPUS, rewriter=ExtensionRewriter({1: 1}))
     src = AudioSource()
     items = [src.next(ext=[(1, b"\x30"), (4, b"0")]) for _ in range(2000)]
     t0 = time.perf_counter()
@@ -376,8 +376,8 @@ def test_hostile_publisher_packets_are_rejected_or_forwarded_never_crash() -> No
     layer = Vp8Layer(0, 0x10, seq=10, ts=0, pid=1, tl0=1)
     seeds = [p for p, _ in layer.frame_packets(keyframe=True) + layer.frame_packets()]
     red = build_rtp(1, 1, pt=63, payload=bytes([0x80 | 111, 0, 0, 200, 111]) + b"x" * 10)
-    vp8 = DownTrack(OUT_SSRC, 96, 90000, CODEC_VP8)
-    strip = DownTrack(OUT_SSRC, 111, 48000, codec_of("audio/red"), strip_red=True)
+    vp8 = Forwarder(OUT_SSRC, 96, 90000, CODEC_VP8)
+    strip = Forwarder(OUT_SSRC, 111, 48000, codec_of("audio/red"), strip_red=True)
     for _ in range(3000):
         seed = rng.choice([*seeds, red])
         data = bytearray(seed[: rng.randrange(1, len(seed) + 1)])

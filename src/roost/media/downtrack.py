@@ -2,7 +2,7 @@
 
 Created by `PeerTransport.add_track`; its m-line is built by the next `create_offer`
 (`offer_section`), and forwarding starts once the subscriber's answer says which codecs and
-header extensions it accepted (`bind`). The packet munging itself is `forward.DownTrack`.
+header extensions it accepted (`bind`). The packet munging itself is `forward.Forwarder`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from roost.media.codecs import (
     answer_subscribe_codecs,
     subscribe_codecs,
 )
-from roost.media.forward import CODEC_OPUS, CODEC_RED, DownTrack, codec_of
+from roost.media.forward import CODEC_OPUS, CODEC_RED, Forwarder, codec_of
 from roost.media.rtp import EXT_ABS_SEND_TIME, EXT_MID
 from roost.media.sdp import Codec, Extmap, MediaSection
 from roost.media.sections import DISCARD
@@ -69,7 +69,7 @@ class SubscriberDownTrack:
         self.rtx_ssrc = rtx_ssrc
         self.cname = cname
         self.section: MediaSection | None = None
-        self.engine: DownTrack | None = None
+        self.forwarder: Forwarder | None = None
         self.send = session.send_rtp
         self.enabled = True
         self.removed = False
@@ -106,8 +106,8 @@ class SubscriberDownTrack:
         if enabled == self.enabled:
             return
         self.enabled = enabled
-        if self.engine is not None:
-            self.engine.set_muted(not enabled)
+        if self.forwarder is not None:
+            self.forwarder.set_muted(not enabled)
         self.up.refresh()
         if enabled and not self.paused:
             self.up.request_keyframe(self.target_layer())
@@ -118,12 +118,12 @@ class SubscriberDownTrack:
 
     # -- simulcast ---------------------------------------------------------------------
     def target_layer(self) -> int | None:
-        return self.engine.target_layer if self.engine is not None else None
+        return self.forwarder.target_layer if self.forwarder is not None else None
 
     def select_layer(self, now: float) -> None:
         """Forward the best arriving layer within `max_quality` and the bandwidth share."""
-        engine = self.engine
-        if engine is None or self.kind != "video":
+        forwarder = self.forwarder
+        if forwarder is None or self.kind != "video":
             return
         available = self.up.available_layers(now)
         if not available:
@@ -138,8 +138,8 @@ class SubscriberDownTrack:
         fitting = [la for la in available if la <= cap]
         target = fitting[-1] if fitting else available[0]
         resumed = self._set_paused(False)
-        if target != engine.target_layer or resumed:
-            engine.set_target(target)
+        if target != forwarder.target_layer or resumed:
+            forwarder.set_target(target)
             self.up.request_keyframe(target)
 
     def _update_bw_layer(self, available: list[int], now: float) -> None:
@@ -175,11 +175,11 @@ class SubscriberDownTrack:
 
     def _set_paused(self, paused: bool) -> bool:
         """Pause/resume for bandwidth; tells the room (StreamStateUpdate). True if changed."""
-        if paused == self.paused or self.engine is None:
+        if paused == self.paused or self.forwarder is None:
             return False
         self.paused = paused
         if paused:
-            self.engine.set_target(None)
+            self.forwarder.set_target(None)
         log.info("%s %s for bandwidth (share %s bps)", self.track_sid,
                  "paused" if paused else "resumed", self.bandwidth_share)
         callback = self.on_stream_state
@@ -250,7 +250,7 @@ class SubscriberDownTrack:
 
     def bind(self, answer: MediaSection) -> None:
         """Apply the subscriber's answer for this section: start forwarding what it accepted."""
-        if self.engine is not None or self.section is None or self.removed:
+        if self.forwarder is not None or self.section is None or self.removed:
             return
         if answer.port == 0 or answer.direction in ("sendonly", "inactive"):
             self.rejected = True
@@ -278,7 +278,7 @@ class SubscriberDownTrack:
         mapping = {self.up.extensions[uri]: ext[uri] for uri in FORWARDED_EXTENSIONS
                    if uri in self.up.extensions and uri in ext}
         rewriter = self.up.rewriter(mapping, ext.get(EXT_ABS_SEND_TIME, 0))
-        self.engine = DownTrack(
+        self.forwarder = Forwarder(
             self.ssrc,
             main.payload_type,
             self.up.clock_rate,
@@ -294,7 +294,7 @@ class SubscriberDownTrack:
             cname=self.cname,
         )
         if not self.enabled:
-            self.engine.set_muted(True)
+            self.forwarder.set_muted(True)
         self.up.attach(self)
         self.select_layer(time.monotonic())
 
@@ -308,10 +308,10 @@ class SubscriberDownTrack:
 
     def sync_stats(self) -> None:
         """Copy the forwarder's packet/byte counts into the metrics object."""
-        engine = self.engine
-        if engine is not None:
-            self.stats.packets_out = engine.packets_sent + self.retransmitted
-            self.stats.bytes_out = engine.octets_sent
+        forwarder = self.forwarder
+        if forwarder is not None:
+            self.stats.packets_out = forwarder.packets_sent + self.retransmitted
+            self.stats.bytes_out = forwarder.octets_sent
 
     def close(self) -> None:
         """Stop forwarding for good (the subscription ended)."""
@@ -324,18 +324,18 @@ class SubscriberDownTrack:
     # -- RTCP from the subscriber ------------------------------------------------------
     def on_nack(self, lost: list[int], now: float) -> None:
         self.stats.nacks_in += 1
-        engine = self.engine
-        if engine is None or not self.forwarding:
+        forwarder = self.forwarder
+        if forwarder is None or not self.forwarding:
             return
-        sent = engine.on_nack(lost, now)
+        sent = forwarder.on_nack(lost, now)
         for pkt in sent:
             self.send(pkt)
             self.retransmitted += 1
         if len(sent) < len(lost):
-            missing = [s for s in lost if engine.cache.get(s) is None]
+            missing = [s for s in lost if forwarder.cache.get(s) is None]
             upstream: dict[int, list[int]] = {}
             for seq in missing:
-                source = engine.source_sequence(seq)
+                source = forwarder.source_sequence(seq)
                 if source is not None:
                     upstream.setdefault(source[0], []).append(source[1])
             for layer, seqs in upstream.items():
@@ -343,9 +343,9 @@ class SubscriberDownTrack:
 
     def on_pli(self) -> None:
         self.stats.plis_in += 1
-        engine = self.engine
-        if engine is None or not self.forwarding:
+        forwarder = self.forwarder
+        if forwarder is None or not self.forwarding:
             return
-        layer = engine.on_pli()
+        layer = forwarder.on_pli()
         if layer is not None:
             self.up.request_keyframe(layer)

@@ -1,7 +1,7 @@
-"""The forwarder: one `DownTrack` per subscription rewrites publisher packets onto its own stream.
+"""The forwarder: one `Forwarder` per subscription munges publisher packets onto its own stream.
 
 Per publisher packet the up-track calls `inspect()` once (header, keyframe, VP8 descriptor);
-per subscriber `DownTrack.forward()` returns the plaintext packet to protect and send, or
+per subscriber `Forwarder.forward()` returns the plaintext packet to protect and send, or
 None. Outgoing sequence numbers and timestamps stay continuous across pauses, mutes and
 simulcast layer switches (protocol notes §9.2); filtered packets are compacted away.
 """
@@ -122,7 +122,7 @@ class SenderReportStore:
         return self._sr.get(layer)
 
 
-class DownTrack:
+class Forwarder:
     """One subscriber's view of a published track: its own SSRC, seq/ts space and cache."""
 
     # slots: the fan-out touches every down-track per packet; a compact object keeps

@@ -124,7 +124,8 @@ class RtpSession:
         """Counters, for a log line when the connection ends."""
         ups = ", ".join(f"{u.mid}:{u.mime_type} in={u.packets_in} rtx={u.rtx_in} "
                         f"nack={u.nacks_sent} pli={u.plis_sent}" for u in self.ups.values())
-        downs = ", ".join(f"{d.track_sid}@{d.mid} out={d.engine.packets_sent if d.engine else 0}"
+        downs = ", ".join(f"{d.track_sid}@{d.mid} "
+                          f"out={d.forwarder.packets_sent if d.forwarder else 0}"
                           f" nack={d.nacks_in} rtx={d.retransmitted} pli={d.plis_in}"
                           for s, d in self.downs.items() if s == d.ssrc)
         return (f"rtp in={self.rtp_in} out={self.rtp_out} rtcp in={self.rtcp_in} "
@@ -307,7 +308,7 @@ class RtpSession:
         if self.remb_bps is not None and now - self.remb_at > REMB_TIMEOUT:
             self.remb_bps = None  # stale
         videos = [d for s, d in self.downs.items()
-                  if s == d.ssrc and d.kind == "video" and d.engine is not None and d.forwarding]
+                  if s == d.ssrc and d.kind == "video" and d.forwarder is not None and d.forwarding]
         share = self.remb_bps / len(videos) if self.remb_bps is not None and videos else None
         for down in videos:
             down.bandwidth_share = share
@@ -316,8 +317,8 @@ class RtpSession:
     def _report_blocks(self, blocks: list[RtcpReportBlock], now: float) -> None:
         for block in blocks:
             down = self.downs.get(block.ssrc)
-            if down is not None and down.engine is not None and block.ssrc == down.ssrc:
-                down.engine.on_receiver_report(block, now)
+            if down is not None and down.forwarder is not None and block.ssrc == down.ssrc:
+                down.forwarder.on_receiver_report(block, now)
 
     # -- send --------------------------------------------------------------------------
     def send_rtp(self, pkt: bytes | bytearray) -> None:
@@ -369,9 +370,9 @@ class RtpSession:
 
     def _sender_reports(self, now: float) -> None:
         for ssrc, down in self.downs.items():
-            if ssrc != down.ssrc or down.engine is None or not down.forwarding:
+            if ssrc != down.ssrc or down.forwarder is None or not down.forwarding:
                 continue
-            report = down.engine.sender_report(now)
+            report = down.forwarder.sender_report(now)
             if report is not None:
                 self.send_rtcp(report)
 

@@ -240,5 +240,5 @@ class TrackBook:
                 continue
             if down.removed:
                 down.inactive_acked = down.offered_inactive
-            elif down.engine is None:
+            elif down.forwarder is None:
                 down.bind(m)

@@ -2,7 +2,7 @@
 
 Per publisher packet (`receive`): inspect once, account reception statistics, the upstream
 NACK generator and the audio level, then hand the same plaintext to every forwarding
-down-track (`forward.DownTrack.forward`) and send what comes back on the subscriber's
+down-track (`forward.Forwarder.forward`) and send what comes back on the subscriber's
 connection. Nothing on that path logs, allocates per subscriber beyond the rewritten packet,
 or touches a dict. RTCP towards the publisher (NACK, PLI, RR, REMB) is built here and sent
 by the publisher's `RtpSession`.
@@ -21,7 +21,7 @@ from roost.media.extensions import ExtensionRewriter
 from roost.media.forward import (
     CODEC_OPUS,
     CODEC_RED,
-    DownTrack,
+    Forwarder,
     SenderReportStore,
     codec_of,
     inspect,
@@ -170,7 +170,7 @@ class MediaUpTrack:
         self.pli = PliThrottle()
         self._level = AudioLevel()
         self.downs: list[SubscriberDownTrack] = []
-        self._sinks: list[tuple[DownTrack, Send]] = []
+        self._sinks: list[tuple[Forwarder, Send]] = []
         self._rewriters: dict[tuple[object, ...], ExtensionRewriter] = {}
         self.closed = False
         self._rate_at = 0.0
@@ -314,8 +314,8 @@ class MediaUpTrack:
 
     def refresh(self) -> None:
         """Rebuild the list the hot path iterates (after enable/disable/bind/remove)."""
-        self._sinks = [(d.engine, d.send) for d in self.downs
-                       if d.engine is not None and d.forwarding]
+        self._sinks = [(d.forwarder, d.send) for d in self.downs
+                       if d.forwarder is not None and d.forwarding]
 
     # -- periodic RTCP -----------------------------------------------------------------
     def tick(self, now: float) -> None:

@@ -19,7 +19,8 @@ def _lowpass(taps: int, cutoff: float) -> np.ndarray:
     """Hann-windowed sinc low-pass; `cutoff` is a fraction of the (output) sample rate."""
     n = np.arange(taps) - (taps - 1) / 2
     h = np.sinc(2 * cutoff * n) * np.hanning(taps)
-    return h / h.sum()
+    out: np.ndarray = h / h.sum()
+    return out
 
 
 class Upsampler:

@@ -126,10 +126,12 @@ class _RgbCanvas:
         h, w = y.shape
 
         def sub(plane: np.ndarray) -> np.ndarray:
-            return plane.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+            out: np.ndarray = plane.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+            return out
 
         def u8(plane: np.ndarray) -> np.ndarray:
-            return np.clip(np.rint(plane), 0, 255).astype(np.uint8)
+            out: np.ndarray = np.clip(np.rint(plane), 0, 255).astype(np.uint8)
+            return out
 
         return u8(y), u8(sub(u)), u8(sub(v))
 

@@ -201,6 +201,7 @@ class StreamReceiver:
         size = header.total_length if header.HasField("total_length") else None
         attributes = dict(header.attributes)
         reader: _Reader
+        call: Callable[[], object]
         if header.WhichOneof("content_header") == "byte_header":
             handler_b = self.byte_handlers.get(header.topic)
             if handler_b is None:
@@ -209,9 +210,9 @@ class StreamReceiver:
             binfo = ByteStreamInfo(header.stream_id, header.mime_type, header.topic,
                                    header.timestamp, size, attributes,
                                    name=header.byte_header.name)
-            reader = ByteStreamReader(binfo)
+            byte_reader = reader = ByteStreamReader(binfo)
             info: BaseStreamInfo = binfo
-            call = lambda: handler_b(reader, sender)  # noqa: E731
+            call = lambda: handler_b(byte_reader, sender)  # noqa: E731
         else:
             handler_t = self.text_handlers.get(header.topic)
             if handler_t is None:
@@ -220,9 +221,9 @@ class StreamReceiver:
             tinfo = TextStreamInfo(header.stream_id, header.mime_type, header.topic,
                                    header.timestamp, size, attributes,
                                    attachments=list(header.text_header.attached_stream_ids))
-            reader = TextStreamReader(tinfo)
+            text_reader = reader = TextStreamReader(tinfo)
             info = tinfo
-            call = lambda: handler_t(reader, sender)  # noqa: E731
+            call = lambda: handler_t(text_reader, sender)  # noqa: E731
         if header.HasField("inline_content"):
             content = bytes(header.inline_content)
             if header.compression == DataStream.DEFLATE_RAW:

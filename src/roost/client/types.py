@@ -84,7 +84,7 @@ _KIND_FROM_WIRE = {
 
 def participant_kind(wire: int) -> ParticipantKind:
     """Map `ParticipantInfo.kind` to `ParticipantKind`."""
-    return _KIND_FROM_WIRE.get(wire, ParticipantKind.PARTICIPANT_KIND_STANDARD)  # type: ignore[call-overload]
+    return _KIND_FROM_WIRE.get(wire, ParticipantKind.PARTICIPANT_KIND_STANDARD)  # type: ignore[call-overload,no-any-return]
 
 
 class ParticipantState(IntEnum):

@@ -49,7 +49,7 @@ class RoomCollector(Collector):
         subscriptions = 0
         for room in rooms:
             for p in room.participants.values():
-                name = models.ParticipantInfo.State.Name(p.state).lower()  # type: ignore[arg-type]
+                name = models.ParticipantInfo.State.Name(p.state).lower()
                 states[name] = states.get(name, 0) + 1
                 for pub in p.publications.published.values():
                     kind = "audio" if pub.info.type == models.TrackType.AUDIO else "video"

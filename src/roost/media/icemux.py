@@ -165,7 +165,7 @@ class MuxSocket(asyncio.DatagramProtocol):
                 addr = (addr[0], addr[1])  # IPv6 sockets report a 4-tuple
             first = data[0] if data else 0
             if first > 1:  # not STUN: DTLS (20..63) or SRTP/SRTCP (128..191)
-                proto = self._by_address.get(addr)  # type: ignore[arg-type]
+                proto = self._by_address.get(addr)
                 if proto is None:
                     self.mux.stats.unknown_address += 1
                     return
@@ -176,7 +176,7 @@ class MuxSocket(asyncio.DatagramProtocol):
                         return
                 proto.datagram_received(data, addr)
                 return
-            self._stun_received(data, addr)  # type: ignore[arg-type]
+            self._stun_received(data, addr)
         except Exception:
             self.mux.stats.malformed += 1
             log.debug("ice mux %s: a datagram from %s raised", self.host, addr, exc_info=True)
@@ -335,7 +335,7 @@ class IceTcpStream(asyncio.Protocol):
                     if proto is None:
                         self.close()
                     return
-                if proto is None or proto.receiver is not conn:
+                if proto is None or not _same(proto.receiver, conn):
                     proto = self._bind(conn)
             if proto is not None:
                 proto.datagram_received(frame, self.peer)
@@ -521,6 +521,10 @@ def host_candidate(host: str, port: int, transport: str, local_pref: int,
         type="host",
         tcptype=tcptype,
     )
+
+
+def _same(a: object, b: object) -> bool:
+    return a is b
 
 
 def _is_loopback(address: str) -> bool:

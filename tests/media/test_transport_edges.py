@@ -181,6 +181,11 @@ async def test_good_and_final_candidates_are_accepted(transport: PeerTransport) 
     await within(transport.add_remote_candidate({**early, "candidate":
         "candidate:2 1 udp 2122194687 127.0.0.1 40001 typ host"}))
     await within(transport.add_remote_candidate({"candidate": "", "sdpMid": "7"}))
+    assert transport._ice is not None
+    conn = transport._ice._local  # the aioice connection checks run on
+    ports = sorted(c.port for c in conn._remote_candidates)
+    assert 40000 in ports and 40001 in ports, ports  # the early one was replayed
+    assert conn._remote_candidates_end  # "" ended the candidates
 
 
 def open_fds() -> int:

@@ -7,12 +7,10 @@ secret or nothing listening fail with the reason and exit status 1; usage errors
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
 import sys
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +18,7 @@ from pathlib import Path
 import pytest
 from livekit import api
 from tests.helpers.server import REPO_ROOT, RoostServer, free_port
+from tests.helpers.wait import until_async
 from tests.turn.helpers import free_udp_ports, make_certificates
 
 from roost.check import CheckReport, run_checks
@@ -55,16 +54,15 @@ def roost_check(*args: str) -> subprocess.CompletedProcess[str]:
 
 async def room_is_empty(server: RoostServer, timeout: float = TIMEOUT) -> None:
     """Poll RoomService until the check's room has no participant (or is gone)."""
-    deadline = time.monotonic() + timeout
     async with api.LiveKitAPI(server.http_url, server.api_key, server.api_secret) as lk:
-        while True:
+
+        async def empty() -> bool:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # PyJWT warns that the dev secret is short
                 rooms = await lk.room.list_rooms(api.ListRoomsRequest(names=[ROOM]))
-            if all(room.num_participants == 0 for room in rooms.rooms):
-                return
-            assert time.monotonic() < deadline, f"still in the room after {timeout} s: {rooms}"
-            await asyncio.sleep(0.05)
+            return all(room.num_participants == 0 for room in rooms.rooms)
+
+        await until_async(empty, timeout, "the check's participant to leave", interval=0.05)
 
 
 async def test_dev_server_udp_passes_tcp_and_turn_skip(

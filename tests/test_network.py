@@ -6,6 +6,7 @@ from pathlib import Path
 
 from livekit.protocol import rtc
 from tests.helpers.server import RoostServer
+from tests.helpers.wait import until_async
 from tests.rawclient import RawClient
 
 from roost.config import Settings
@@ -121,9 +122,8 @@ async def test_shared_port_drops_are_counted_in_metrics(
             return str(response.read().decode())
 
     line = 'roost_ice_dropped_total{reason="unknown_address"} 3.0'
-    for _ in range(50):  # the datagrams are read by the server's loop a moment later
-        text = await asyncio.to_thread(scrape)
-        if line in text:
-            break
-        await asyncio.sleep(0.1)
-    assert line in text, [t for t in text.splitlines() if "roost_ice" in t]
+
+    async def counted() -> bool:  # the server's loop reads the datagrams a moment later
+        return line in await asyncio.to_thread(scrape)
+
+    await until_async(counted, 5.0, line, interval=0.1)

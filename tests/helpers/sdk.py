@@ -8,6 +8,7 @@ they open in a `Rooms` group so that `finally: await rooms.close()` always disco
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -71,6 +72,18 @@ class EventLog:
 
     def count(self, name: str) -> int:
         return len(self.all(name))
+
+    async def wait_count(self, name: str, count: int, timeout: float = EVENT_TIMEOUT) -> None:
+        """Wait until `count` `name` events were recorded (each new event wakes it)."""
+        deadline = time.monotonic() + timeout
+        while self.count(name) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"[{self.label}] {self.count(name)} of {count} {name!r} "
+                                   f"events within {timeout:.1f} s")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
 
     async def wait(
         self,

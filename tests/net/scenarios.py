@@ -114,12 +114,8 @@ async def everyone_hears_everyone(
             joined[name] = await rooms.join(name, room_name, room=room, timeout=20)
         for name in names:
             await tones[name].publish(joined[name])
-        deadline = time.monotonic() + subscribe_timeout
-        while any(log.count("track_subscribed") < n - 1 for log in logs.values()):
-            if time.monotonic() > deadline:
-                counts = {name: log.count("track_subscribed") for name, log in logs.items()}
-                raise TimeoutError(f"subscriptions after {subscribe_timeout:.0f} s: {counts}")
-            await asyncio.sleep(0.1)
+        await asyncio.gather(*(log.wait_count("track_subscribed", n - 1, subscribe_timeout)
+                               for log in logs.values()))
         result = await call.everyone_heard(timeout=20)
         for later in range(1, rounds + 1):
             if hold:

@@ -14,42 +14,35 @@ RELAY_ONLY = rtc.RoomOptions(rtc_config=rtc.RtcConfiguration(
     ice_transport_type=room_pb2.IceTransportType.TRANSPORT_RELAY))
 
 
-async def selected_local_types(room: rtc.Room) -> list[tuple[str, str]]:
-    """(candidate type, relay protocol or transport) of each nominated pair's local side."""
+async def nominated_pairs(room: rtc.Room) -> list[tuple[Any, Any]]:
+    """(local, remote) IceCandidateStats of every nominated pair of the room's PCs, read
+    once from the SDK's stats."""
     stats = await room.get_rtc_stats()
     out = []
     for group in (stats.publisher_stats, stats.subscriber_stats):
-        local = {s.local_candidate.rtc.id: s.local_candidate.candidate for s in group
-                 if s.WhichOneof("stats") == "local_candidate"}
+        candidates = {}
         for s in group:
-            if s.WhichOneof("stats") != "candidate_pair":
-                continue
-            pair = s.candidate_pair.candidate_pair
-            if pair.nominated and pair.local_candidate_id in local:
-                candidate = local[pair.local_candidate_id]
-                kind = stats_pb2.IceCandidateType.Name(candidate.candidate_type).lower()
-                if kind == "relay":
-                    name = stats_pb2.IceServerTransportProtocol.Name(candidate.relay_protocol)
-                    out.append((kind, name.removeprefix("TRANSPORT_").lower()))
-                else:
-                    out.append((kind, candidate.protocol))
-    return out
-
-
-async def selected_remote_addresses(room: rtc.Room, ports: bool = False) -> list[Any]:
-    """The server addresses (or ports) the nominated pairs use."""
-    stats = await room.get_rtc_stats()
-    out = []
-    for group in (stats.publisher_stats, stats.subscriber_stats):
-        remote = {s.remote_candidate.rtc.id: s.remote_candidate.candidate for s in group
-                  if s.WhichOneof("stats") == "remote_candidate"}
+            kind = s.WhichOneof("stats")
+            if kind in ("local_candidate", "remote_candidate"):
+                entry = getattr(s, kind)
+                candidates[entry.rtc.id] = entry.candidate
         for s in group:
             if s.WhichOneof("stats") == "candidate_pair":
                 pair = s.candidate_pair.candidate_pair
-                if pair.nominated and pair.remote_candidate_id in remote:
-                    candidate = remote[pair.remote_candidate_id]
-                    out.append(candidate.port if ports else candidate.address)
+                if pair.nominated and pair.local_candidate_id in candidates \
+                        and pair.remote_candidate_id in candidates:
+                    out.append((candidates[pair.local_candidate_id],
+                                candidates[pair.remote_candidate_id]))
     return out
+
+
+def local_kind(candidate: Any) -> tuple[str, str]:
+    """(candidate type, relay protocol for relay candidates, else transport)."""
+    kind = stats_pb2.IceCandidateType.Name(candidate.candidate_type).lower()
+    if kind == "relay":
+        name = stats_pb2.IceServerTransportProtocol.Name(candidate.relay_protocol)
+        return kind, name.removeprefix("TRANSPORT_").lower()
+    return kind, candidate.protocol
 
 
 async def relay_only_tone_is_heard(srv: dict[str, str], room_name: str) -> dict[str, Any]:
@@ -75,11 +68,11 @@ async def tone_is_heard(srv: dict[str, str], room_name: str,
             remote, _, _ = await bob_events.wait("track_subscribed", timeout=20)
             pitch = await heard_pitch(remote)
         assert abs(pitch - TONE_HZ) < 15, f"heard {pitch:.0f} Hz"
-        return {"pitch_hz": pitch, "alice": await selected_local_types(alice),
-                "bob": await selected_local_types(bob),
-                "remote_addresses": sorted({*await selected_remote_addresses(alice),
-                                            *await selected_remote_addresses(bob)}),
-                "remote_ports": sorted({*await selected_remote_addresses(alice, ports=True),
-                                        *await selected_remote_addresses(bob, ports=True)})}
+        pairs = {"alice": await nominated_pairs(alice), "bob": await nominated_pairs(bob)}
+        both = pairs["alice"] + pairs["bob"]
+        return {"pitch_hz": pitch,
+                **{who: [local_kind(local) for local, _ in found] for who, found in pairs.items()},
+                "remote_addresses": sorted({remote.address for _, remote in both}),
+                "remote_ports": sorted({remote.port for _, remote in both})}
     finally:
         await rooms.close()

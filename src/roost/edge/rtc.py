@@ -16,7 +16,12 @@ from livekit.protocol import models, rtc
 
 from roost.auth import AuthError, Claims, TokenVerifier
 from roost.config import Settings
+from roost.edge.websocket import WebSocketConnection, accept, refuse_resume
+from roost.room.manager import ResumeRefused
 from roost.room.participant import ClientParams
+from roost.room.room import JoinError
+from roost.routing import NodeInfo, RoutingUnavailable
+from roost.signal.relay import SignalRelay
 from roost.signal.service import SignalService
 
 log = logging.getLogger("roost.edge")
@@ -255,8 +260,52 @@ class RTCEndpoints:
         log.info("%s join on %s", "v1 (single PC)" if conn.params.single_pc else "v0",
                  request.path,
                  extra={"room": conn.claims.video.room, "participant": conn.claims.identity})
-        return await self.service.connect(request, conn.claims, conn.params,
-                                          attributes=conn.attributes, metadata=conn.metadata)
+        return await self.connect(request, conn)
+
+    async def connect(self, request: web.Request, conn: ConnectRequest) -> web.StreamResponse:
+        """Admit (or resume) before upgrading, so refusals are HTTP errors; then serve.
+
+        With several nodes, a room hosted elsewhere is joined through the signal relay.
+        """
+        service, name = self.service, conn.claims.video.room
+        try:
+            node = await service.place(name)
+        except RoutingUnavailable as exc:
+            log.warning("cannot place room: %s", exc, extra={"room": name})
+            return web.Response(status=503, text=f"cannot place the room: {exc}")
+        if node is not None and service.relay is not None:
+            return await self._relay(request, conn, service.relay, node)
+        try:
+            result = service.admit(conn.claims, conn.params, attributes=conn.attributes,
+                                   metadata=conn.metadata)
+        except ResumeRefused:
+            return await refuse_resume(request, conn.params.protocol)
+        except JoinError as exc:
+            return web.Response(status=exc.status, text=str(exc))
+        ws = await accept(request, self.settings.limit.signal_message_size)
+        await service.serve(WebSocketConnection(ws), result)
+        return ws
+
+    async def _relay(self, request: web.Request, conn: ConnectRequest, relay: SignalRelay,
+                     node: NodeInfo) -> web.StreamResponse:
+        """Join on the room's node `node`, then carry the client's frames to it."""
+        try:
+            relayed = await relay.request_join(node, conn.claims, conn.params,
+                                               attributes=conn.attributes,
+                                               metadata=conn.metadata)
+        except RoutingUnavailable as exc:
+            return web.Response(status=503, text=f"the room's node is unavailable: {exc}")
+        except ResumeRefused:
+            return await refuse_resume(request, conn.params.protocol)
+        except JoinError as exc:
+            return web.Response(status=exc.status, text=str(exc))
+        try:
+            ws = await accept(request, self.settings.limit.signal_message_size)
+        except BaseException:
+            await relayed.abandon()
+            raise
+        await relayed.run(WebSocketConnection(ws))
+        return ws
 
     async def validate(self, request: web.Request) -> web.Response:
         try:

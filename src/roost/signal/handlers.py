@@ -5,19 +5,20 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from livekit.protocol import models, rtc
 
+from roost.config import Settings
 from roost.media.sdp import SdpError
 from roost.room.room import Reason, leave_response
 from roost.room.tracks import TrackRefused
 from roost.signal.peers import peer
 
 if TYPE_CHECKING:
+    from roost.media.transport import PeerTransport
     from roost.room.participant import Participant
     from roost.room.room import Room
-    from roost.signal.service import SignalService
     from roost.signal.session import SignalSession
 
 log = logging.getLogger("roost.signal")
@@ -29,10 +30,32 @@ Action = rtc.LeaveRequest.Action
 _CLIENT_LEAVE_REASONS = {Reason.USER_UNAVAILABLE, Reason.USER_REJECTED, Reason.AGENT_ERROR}
 
 
+class HandlerHost(Protocol):
+    """What the handlers ask of the node's signalling (SignalService)."""
+
+    settings: Settings
+
+    def publisher_transport(self, p: Participant) -> PeerTransport:
+        """The participant's publishing peer connection, made on its first offer."""
+        ...
+
+    def subscriber_answered(self, p: Participant) -> None:
+        """The client answered the subscriber offer: the next one may be sent."""
+        ...
+
+    def leave(self, room: Room, p: Participant, reason: int) -> None:
+        """Remove a participant that asked to leave."""
+        ...
+
+    def participant_changed(self, room: Room, p: Participant) -> None:
+        """Name, metadata or attributes changed: broadcast and refresh the token."""
+        ...
+
+
 class Handlers:
     """Handles the requests of one SignalSession, in the order they arrived."""
 
-    def __init__(self, service: SignalService, session: SignalSession) -> None:
+    def __init__(self, service: HandlerHost, session: SignalSession) -> None:
         self.service = service
         self.session = session
         self.table: dict[str, Callable[[rtc.SignalRequest], Awaitable[None]]] = {
@@ -100,7 +123,7 @@ class Handlers:
         try:
             sdp = await transport.handle_offer(offer.sdp)
         except (SdpError, ConnectionError) as exc:
-            log.info("bad publisher offer: %s", exc, extra=self.session._extra())
+            log.info("bad publisher offer: %s", exc, extra=self.session.log_extra())
             self._full_reconnect_or_close(f"invalid offer: {exc}")
             return
         resp = rtc.SignalResponse()
@@ -120,14 +143,14 @@ class Handlers:
         try:
             await subscriber.handle_answer(request.answer.sdp)
         except (SdpError, ConnectionError) as exc:
-            log.info("bad subscriber answer: %s", exc, extra=self.session._extra())
+            log.info("bad subscriber answer: %s", exc, extra=self.session.log_extra())
             self._full_reconnect_or_close(f"invalid answer: {exc}")
             return
         self.service.subscriber_answered(self.p)
 
     def _full_reconnect_or_close(self, reason: str) -> None:
         """Ask the client to rejoin from scratch (one RECONNECT leave) and drop this session."""
-        log.info("asking for a full reconnect: %s", reason, extra=self.session._extra())
+        log.info("asking for a full reconnect: %s", reason, extra=self.session.log_extra())
         self.p.send(leave_response(Reason.STATE_MISMATCH, self.p.params.protocol,
                                    Action.RECONNECT))
         self.session.close(reason)
@@ -256,7 +279,7 @@ class Handlers:
         for published in sync.publish_tracks:
             if published.track.sid not in self.p.tracks:
                 log.info("sync state names unknown track %s", published.track.sid,
-                         extra=self.session._extra())
+                         extra=self.session.log_extra())
                 self._full_reconnect_or_close("unknown published track")
                 return
         if sync.HasField("subscription"):

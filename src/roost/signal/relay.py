@@ -1,9 +1,10 @@
 """Signal relay: a client on one node, its room on another, frames carried over the bus.
 
 The node the client reached validates the token, asks the room's node to admit the
-participant (`signal.join`: refusals come back as HTTP statuses before the upgrade), then
-copies frames between the client's WebSocket and a bus stream. The room's node serves the
-participant exactly as a local one, on a RelayConnection instead of a WebSocket.
+participant (`signal.join`: refusals come back before the upgrade, raised as the local
+join's would be), then copies frames between the client's connection and a bus stream.
+The room's node serves the participant exactly as a local one, on a RelayConnection
+instead of a WebSocket.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ import logging
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-from aiohttp import web
 from livekit.protocol import models
 
 from roost import ids
@@ -36,7 +35,13 @@ from roost.routing.types import (
     RoutingUnavailable,
     Stream,
 )
-from roost.signal.connection import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, Frame
+from roost.signal.connection import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_NORMAL,
+    Frame,
+    SignalConnection,
+)
 
 if TYPE_CHECKING:
     from roost.signal.service import SignalService
@@ -118,6 +123,28 @@ class RelayConnection:
         return self._error
 
 
+class RelayedJoin:
+    """A join the room's node admitted: relay the client's connection to it, or abandon it."""
+
+    def __init__(self, relay: SignalRelay, stream: Stream, owner: str,
+                 extra: dict[str, str]) -> None:
+        self.relay = relay
+        self.stream = stream
+        self.owner = owner
+        self._extra = extra
+
+    async def abandon(self) -> None:
+        """The client's connection never opened: tell the room's node to drop the session."""
+        with contextlib.suppress(ConnectionError):
+            await self.stream.send(CLOSE, b"{}")
+        self.stream.close()
+
+    async def run(self, conn: SignalConnection) -> None:
+        """Copy frames between `conn` and the room's node until either side ends."""
+        log.debug("relaying signalling", extra=self._extra)
+        await self.relay.carry(conn, self.stream, self.owner)
+
+
 class SignalRelay:
     """Relays joins to the nodes hosting their rooms, and hosts joins relayed from others."""
 
@@ -125,17 +152,20 @@ class SignalRelay:
         self.service = service
         self.router = router
         self.bus = bus
-        self.sockets: set[web.WebSocketResponse] = set()  # clients relayed through here
+        self.sockets: set[SignalConnection] = set()  # clients relayed through here
         self._idle = asyncio.Event()  # set while `sockets` is empty
         self._idle.set()
         self._hosted: set[asyncio.Task[None]] = set()
         bus.serve(JOIN, self._host_join)
 
     # -- the node the client reached -----------------------------------------------
-    async def connect(self, request: web.Request, node: NodeInfo, claims: Claims,
-                      params: ClientParams, *, attributes: dict[str, str] | None = None,
-                      metadata: str | None = None) -> web.StreamResponse:
-        """Admit on `node`, then upgrade and copy frames until either side ends."""
+    async def request_join(self, node: NodeInfo, claims: Claims, params: ClientParams, *,
+                           attributes: dict[str, str] | None = None,
+                           metadata: str | None = None) -> RelayedJoin:
+        """Ask `node` to admit the participant; its refusals are raised as they would be here.
+
+        Raises RoutingUnavailable (node unreachable), ResumeRefused or JoinError.
+        """
         stream = self.bus.open_stream(ids.new_id(ids.CONNECTION), node.id)
         body = {"stream": stream.stream_id, "api_key": claims.api_key, "claims": claims.raw,
                 "params": params_to_dict(params), "attributes": attributes,
@@ -148,36 +178,31 @@ class SignalRelay:
             if isinstance(exc, NodeUnreachable):
                 self.router.suspect(node.id)
             log.warning("relayed join failed: %s", exc, extra=extra)
-            return web.Response(status=503, text=f"the room's node is unavailable: {exc}")
+            raise
         if reply.get("resume_refused"):
             stream.close()
-            return await self.service.refuse_resume(request, params.protocol)
+            raise ResumeRefused("no session to resume")
         status = int(reply.get("status") or 0)
         if status:
             stream.close()
-            return web.Response(status=status, text=str(reply.get("reason") or ""))
-        try:
-            ws = await self.service.upgrade(request)
-        except BaseException:
-            with contextlib.suppress(ConnectionError):
-                await stream.send(CLOSE, b"{}")
-            stream.close()
-            raise
-        log.debug("relaying signalling", extra=extra)
-        self.sockets.add(ws)
+            raise JoinError(str(reply.get("reason") or ""), status)
+        return RelayedJoin(self, stream, node.id, extra)
+
+    async def carry(self, conn: SignalConnection, stream: Stream, owner: str) -> None:
+        """Copy frames both ways between a client and the room's node; counted for drains."""
+        self.sockets.add(conn)
         self._idle.clear()
         try:
-            await self._pump(ws, stream, node.id)
+            await self._pump(conn, stream, owner)
         finally:
-            self.sockets.discard(ws)
+            self.sockets.discard(conn)
             if not self.sockets:
                 self._idle.set()
             stream.close()
-        return ws
 
-    async def _pump(self, ws: web.WebSocketResponse, stream: Stream, owner: str) -> None:
-        up = asyncio.ensure_future(self._client_to_owner(ws, stream))
-        down = asyncio.ensure_future(self._owner_to_client(ws, stream, owner))
+    async def _pump(self, conn: SignalConnection, stream: Stream, owner: str) -> None:
+        up = asyncio.ensure_future(self._client_to_owner(conn, stream))
+        down = asyncio.ensure_future(self._owner_to_client(conn, stream, owner))
         try:
             done, _ = await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -188,25 +213,26 @@ class SignalRelay:
         if up in done:  # the client went away: end its session on the room's node
             with contextlib.suppress(ConnectionError):
                 await stream.send(CLOSE, b"{}")
-        if not ws.closed:
+        if not conn.closed:
             with contextlib.suppress(Exception):
-                await ws.close()
+                await conn.close()
 
-    async def _client_to_owner(self, ws: web.WebSocketResponse, stream: Stream) -> None:
+    @staticmethod
+    async def _client_to_owner(conn: SignalConnection, stream: Stream) -> None:
         try:
-            async for msg in ws:
-                if msg.type == aiohttp.WSMsgType.BINARY:
-                    await stream.send(BINARY, msg.data)
-                elif msg.type == aiohttp.WSMsgType.TEXT:
-                    await stream.send(TEXT, msg.data.encode())
-                elif msg.type == aiohttp.WSMsgType.ERROR:
-                    log.info("websocket error: %s", ws.exception())
-                    return
+            while (frame := await conn.receive()) is not None:
+                if isinstance(frame, str):
+                    await stream.send(TEXT, frame.encode())
+                else:
+                    await stream.send(BINARY, frame)
+            error = conn.describe_error()
+            if error:
+                log.info("%s", error)
         except ConnectionError as exc:
             log.info("%s: %s", LOST, exc)
-            await ws.close(code=CLOSE_INTERNAL_ERROR, message=LOST.encode())
+            await conn.close(CLOSE_INTERNAL_ERROR, LOST)
 
-    async def _owner_to_client(self, ws: web.WebSocketResponse, stream: Stream,
+    async def _owner_to_client(self, conn: SignalConnection, stream: Stream,
                                owner: str) -> None:
         misses = 0
         while True:
@@ -217,32 +243,32 @@ class SignalRelay:
                 if misses >= 2:
                     log.info("the room's node is gone; closing relayed socket",
                              extra={"node": owner})
-                    await ws.close(code=CLOSE_INTERNAL_ERROR, message=b"room node lost")
+                    await conn.close(CLOSE_INTERNAL_ERROR, "room node lost")
                     return
                 continue
             if item is None:
-                await ws.close(code=CLOSE_INTERNAL_ERROR, message=LOST.encode())
+                await conn.close(CLOSE_INTERNAL_ERROR, LOST)
                 return
             kind, payload = item
             try:
                 if kind == BINARY:
-                    await ws.send_bytes(payload)
+                    await conn.send(payload)
                 elif kind == TEXT:
-                    await ws.send_str(payload.decode("utf-8", "replace"))
+                    await conn.send(payload.decode("utf-8", "replace"))
                 else:
                     close = json.loads(payload or b"{}")
-                    await ws.close(code=int(close.get("code") or CLOSE_NORMAL),
-                                   message=str(close.get("reason") or "")[:120].encode())
+                    await conn.close(int(close.get("code") or CLOSE_NORMAL),
+                                     str(close.get("reason") or ""))
                     return
-            except (ConnectionError, RuntimeError, aiohttp.ClientError):
+            except ConnectionError:
                 return
 
     async def close_all(self, timeout: float = 2.0) -> None:
         """Draining: end relayed sockets so their clients reconnect through another node,
         and wait (bounded) until each has told the room's node."""
-        for ws in list(self.sockets):
+        for conn in list(self.sockets):
             with contextlib.suppress(Exception):
-                await ws.close(code=CLOSE_GOING_AWAY, message=b"server shutting down")
+                await conn.close(CLOSE_GOING_AWAY, "server shutting down")
         if self.sockets:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), timeout)

@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import web
 from livekit.protocol import rtc
 
 from roost import ids
@@ -19,11 +18,11 @@ from roost.auth import Claims, VideoGrant, issue_token
 from roost.config import Settings
 from roost.media.icemux import IceMux
 from roost.media.transport import PeerTransport
-from roost.room.manager import JoinResult, ResumeRefused, RoomManager
+from roost.room.manager import JoinResult, RoomManager
 from roost.room.participant import ClientParams, Participant, State
-from roost.room.room import JoinError, Reason, Room, leave_response
-from roost.routing import LocalRouter, Router, RoutingUnavailable
-from roost.signal.connection import SignalConnection, WebSocketConnection
+from roost.room.room import Reason, Room, leave_response
+from roost.routing import LocalRouter, NodeInfo, Router, RoutingUnavailable
+from roost.signal.connection import SignalConnection
 from roost.signal.handlers import Handlers
 from roost.signal.negotiation import Negotiator
 from roost.signal.peers import peer
@@ -58,33 +57,16 @@ class SignalService:
         # participant sid → the STUN/TURN servers it is told about (JoinResponse, reconnect)
         self.ice_servers: Callable[[str], list[rtc.ICEServer]] | None = None
 
-    # -- connect ---------------------------------------------------------------
-    async def connect(self, request: web.Request, claims: Claims, params: ClientParams, *,
-                      attributes: dict[str, str] | None = None,
-                      metadata: str | None = None) -> web.StreamResponse:
-        """Join (or resume) before upgrading, so refusals are HTTP errors; then serve.
+    # -- admission -------------------------------------------------------------
+    async def place(self, name: str) -> NodeInfo | None:
+        """The node to join room `name` on: None for this one, else a peer to relay to.
 
-        With several nodes, a room hosted elsewhere is joined through the signal relay.
+        Raises RoutingUnavailable when the cluster cannot say where the room belongs.
         """
-        name = claims.video.room
-        if self.relay is not None and not self.rooms.draining and not self.hosts(name):
-            try:
-                node = await self.router.place(name)
-            except RoutingUnavailable as exc:
-                log.warning("cannot place room: %s", exc, extra={"room": name})
-                return web.Response(status=503, text=f"cannot place the room: {exc}")
-            if node.id != self.node_id:
-                return await self.relay.connect(request, node, claims, params,
-                                                attributes=attributes, metadata=metadata)
-        try:
-            result = self.admit(claims, params, attributes=attributes, metadata=metadata)
-        except ResumeRefused:
-            return await self.refuse_resume(request, params.protocol)
-        except JoinError as exc:
-            return web.Response(status=exc.status, text=str(exc))
-        ws = await self.upgrade(request)
-        await self.serve(WebSocketConnection(ws), result)
-        return ws
+        if self.relay is None or self.rooms.draining or self.hosts(name):
+            return None
+        node = await self.router.place(name)
+        return None if node.id == self.node_id else node
 
     def hosts(self, room: str) -> bool:
         """Whether `room` is open on this node."""
@@ -106,16 +88,6 @@ class SignalService:
         """Place a join in a room of this node (resume or new participant); may refuse."""
         return self.rooms.join(claims, params, attributes=attributes, metadata=metadata)
 
-    async def upgrade(self, request: web.Request) -> web.WebSocketResponse:
-        """Accept the client's WebSocket with the signalling limits."""
-        ws = web.WebSocketResponse(
-            max_msg_size=self.settings.limit.signal_message_size,
-            heartbeat=10.0,
-            compress=True,
-        )
-        await ws.prepare(request)
-        return ws
-
     async def serve(self, conn: SignalConnection, result: JoinResult) -> None:
         """Run an admitted participant's session on `conn` until the connection ends."""
         session = SignalSession(self, conn, result.room, result.participant)
@@ -131,16 +103,6 @@ class SignalService:
         for encoded in initial:
             session.enqueue(rtc.SignalRequest.FromString(base64.b64decode(encoded)))
         await session.run()
-
-    @staticmethod
-    async def refuse_resume(request: web.Request, protocol: int) -> web.StreamResponse:
-        """No session to resume: upgrade, ask for a full reconnect, close."""
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        msg = leave_response(Reason.STATE_MISMATCH, protocol, rtc.LeaveRequest.Action.RECONNECT)
-        await ws.send_bytes(msg.SerializeToString())
-        await ws.close()
-        return ws
 
     async def _start(self, session: SignalSession) -> None:
         room, p = session.room, session.participant

@@ -7,11 +7,13 @@ import contextlib
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from livekit.protocol import models, rtc
 
 from roost import PROTOCOL_SERVER_VERSION, SERVER_PROTOCOL
+from roost.config import Settings
 from roost.signal.codec import FrameError, decode_request, encode_response
 from roost.signal.connection import (
     CLOSE_GOING_AWAY,
@@ -25,7 +27,6 @@ if TYPE_CHECKING:
     from roost.room.participant import Participant
     from roost.room.room import Room
     from roost.signal.handlers import Handlers
-    from roost.signal.service import SignalService
 
 log = logging.getLogger("roost.signal")
 
@@ -33,10 +34,23 @@ Reason = models.DisconnectReason
 _CLOSE = object()
 
 
+class SessionHost(Protocol):
+    """What a session asks of the node's signalling (SignalService)."""
+
+    settings: Settings
+    node_id: str
+    # participant sid → the STUN/TURN servers it is told about; None for none
+    ice_servers: Callable[[str], list[rtc.ICEServer]] | None
+
+    def session_ended(self, session: SignalSession) -> None:
+        """The connection is gone: hold the participant for a resume, or forget it."""
+        ...
+
+
 class SignalSession:
     """Reads SignalRequests from one connection and writes SignalResponses to it."""
 
-    def __init__(self, service: SignalService, conn: SignalConnection, room: Room,
+    def __init__(self, service: SessionHost, conn: SignalConnection, room: Room,
                  participant: Participant) -> None:
         self.service = service
         self.conn = conn
@@ -58,7 +72,7 @@ class SignalSession:
         try:
             self._queue.put_nowait(response)
         except asyncio.QueueFull:
-            log.warning("signal send queue full, closing session", extra=self._extra())
+            log.warning("signal send queue full, closing session", extra=self.log_extra())
             self._abort("send queue full")
 
     def close(self, reason: str = "") -> None:
@@ -75,7 +89,8 @@ class SignalSession:
             self.conn.close(CLOSE_POLICY_VIOLATION, reason))
         self._tasks.append(task)
 
-    def _extra(self) -> dict[str, str]:
+    def log_extra(self) -> dict[str, str]:
+        """The room and participant fields for this session's log records."""
         return {**self.room.log_extra(), **self.participant.log_extra()}
 
     # -- JoinResponse ----------------------------------------------------------
@@ -135,7 +150,7 @@ class SignalSession:
             if data is None:
                 error = self.conn.describe_error()
                 if error:
-                    log.info("%s", error, extra=self._extra())
+                    log.info("%s", error, extra=self.log_extra())
                 return
             self.as_json = isinstance(data, str)
             self.last_seen = time.monotonic()
@@ -143,7 +158,7 @@ class SignalSession:
                 request = decode_request(data)
             except FrameError as exc:
                 count_error("signal_frame")
-                log.info("closing session: %s", exc, extra=self._extra())
+                log.info("closing session: %s", exc, extra=self.log_extra())
                 await self.conn.close(CLOSE_UNSUPPORTED_DATA, str(exc))
                 return
             if not self._answer_ping(request):
@@ -151,7 +166,7 @@ class SignalSession:
                     self._requests.put_nowait(request)
                 except asyncio.QueueFull:
                     count_error("signal_flood")
-                    log.warning("client floods requests, closing", extra=self._extra())
+                    log.warning("client floods requests, closing", extra=self.log_extra())
                     await self.conn.close(CLOSE_POLICY_VIOLATION, "too many pending requests")
                     return
 
@@ -184,7 +199,7 @@ class SignalSession:
                 await self.handlers.dispatch(request)
             except Exception:
                 log.exception("request handler failed (%s)", request.WhichOneof("message"),
-                              extra=self._extra())
+                              extra=self.log_extra())
 
     async def _writer(self) -> None:
         while True:
@@ -204,6 +219,6 @@ class SignalSession:
         while not self.closed:
             await asyncio.sleep(min(timeout / 3, 2.0))
             if time.monotonic() - self.last_seen > timeout:
-                log.info("signal ping timeout", extra=self._extra())
+                log.info("signal ping timeout", extra=self.log_extra())
                 await self.conn.close(CLOSE_GOING_AWAY, "ping timeout")
                 return

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from livekit import rtc
 from tests.helpers.sdk import Rooms, wait_until
+from tests.helpers.signals import dominant_hz, first_frames, mean_rgb
 
 log = logging.getLogger("official_peer")
 SAMPLE_RATE = 48_000
@@ -211,26 +212,14 @@ class Peer:
                         break
         finally:
             await stream.aclose()
-        samples = np.concatenate(heard).astype(np.float64)
-        spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
-        pitch = float(np.fft.rfftfreq(len(samples), 1 / SAMPLE_RATE)[int(np.argmax(spectrum))])
-        return {"pitch_hz": pitch}
+        return {"pitch_hz": dominant_hz(np.concatenate(heard), SAMPLE_RATE)}
 
     async def op_see(self, frames: int = 10) -> dict[str, Any]:
         track = await self._remote_track(rtc.TrackKind.KIND_VIDEO)
         stream = rtc.VideoStream(track, format=rtc.VideoBufferType.RGBA)
-        seen: list[rtc.VideoFrame] = []
-        try:
-            async for event in stream:
-                seen.append(event.frame)
-                if len(seen) >= frames:
-                    break
-        finally:
-            await stream.aclose()
-        last = seen[-1]
-        px = np.frombuffer(last.data, dtype=np.uint8).reshape(last.height, last.width, 4)
+        last = (await first_frames(stream, frames, timeout=20))[-1]
         return {"width": last.width, "height": last.height,
-                "rgb": [round(float(px[..., i].mean())) for i in range(3)]}
+                "rgb": [round(c) for c in mean_rgb(last)]}
 
     async def _remote_track(self, kind: int) -> rtc.Track:
         def find() -> rtc.Track | None:

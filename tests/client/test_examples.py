@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from tests.client.helpers import Recorder, joined, wait_until
 from tests.helpers.server import REPO_ROOT, RoostServer, tail
+from tests.helpers.signals import dominant_hz
 
 from roost import client as rc
 
@@ -27,11 +28,6 @@ def _tone_wav(path: Path, hz: float, seconds: float) -> None:
         wav.setsampwidth(2)
         wav.setframerate(RATE)
         wav.writeframes((np.sin(2 * np.pi * hz * x) * 0.5 * 32767).astype(np.int16).tobytes())
-
-
-def _pitch(samples: np.ndarray) -> float:
-    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64) * np.hanning(len(samples))))
-    return float(np.fft.rfftfreq(len(samples), 1 / RATE)[int(np.argmax(spectrum))])
 
 
 def _output(log: Path) -> str:
@@ -70,7 +66,7 @@ async def test_publish_wav_is_recorded_by_record_wav(server: RoostServer, tmp_pa
         samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
     assert len(samples) == 2 * RATE
     loud = samples[np.abs(samples) > 0]
-    assert abs(_pitch(loud[-RATE:]) - 440) < 15
+    assert abs(dominant_hz(loud[-RATE:], RATE) - 440) < 15
 
 
 async def test_echo_bot_echoes_audio_data_rpc_and_chat(server: RoostServer,
@@ -124,7 +120,7 @@ async def test_echo_bot_echoes_audio_data_rpc_and_chat(server: RoostServer,
                 await stream.aclose()
             finally:
                 feeder.cancel()
-            assert abs(_pitch(np.concatenate(heard)) - 523) < 15
+            assert abs(dominant_hz(np.concatenate(heard), RATE) - 523) < 15
     finally:
         bot.terminate()
         await asyncio.wait_for(bot.wait(), 15)

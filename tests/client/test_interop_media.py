@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from tests.client.helpers import Recorder, joined, wait_until, with_official
 from tests.helpers.server import RoostServer
+from tests.helpers.signals import dominant_hz, first_frames, mean_rgb
 
 from roost import client as rc
 
@@ -47,24 +48,14 @@ async def _pitch(track: rc.Track, seconds: float = 0.5) -> float:
                     break
     finally:
         await stream.aclose()
-    samples = np.concatenate(heard).astype(np.float64)
-    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
-    return float(np.fft.rfftfreq(len(samples), 1 / RATE)[int(np.argmax(spectrum))])
+    return dominant_hz(np.concatenate(heard), RATE)
 
 
-async def _picture(track: rc.Track, frames: int = 10) -> tuple[int, int, list[float]]:
+async def _picture(track: rc.Track, frames: int = 10) -> tuple[int, int, tuple[float, ...]]:
+    """Size and mean RGB of the last of the first `frames` frames of `track` (within 20 s)."""
     stream = rc.VideoStream(track, format=rc.VideoBufferType.RGBA)
-    seen: list[rc.VideoFrame] = []
-    try:
-        async for event in stream:
-            seen.append(event.frame)
-            if len(seen) >= frames:
-                break
-    finally:
-        await stream.aclose()
-    last = seen[-1]
-    px = np.frombuffer(last.data, dtype=np.uint8).reshape(last.height, last.width, 4)
-    return last.width, last.height, [float(px[..., i].mean()) for i in range(3)]
+    last = (await first_frames(stream, frames, timeout=20))[-1]
+    return last.width, last.height, mean_rgb(last)
 
 
 async def _publish(room: rc.Room, kind: str) -> tuple[rc.LocalTrackPublication,
@@ -107,7 +98,7 @@ async def test_video_both_ways_with_the_official_sdk(server: RoostServer, tmp_pa
         await peer.call("publish_colour", width=320, height=240, rgb=[0, 0, 230])
         (track, _pub, _) = await events.wait("track_subscribed", timeout=20)
         assert track.kind == rc.TrackKind.KIND_VIDEO
-        width, height, (r, g, b) = await asyncio.wait_for(_picture(track), 20)
+        width, height, (r, g, b) = await _picture(track)
         assert (width, height) == (320, 240)
         assert b > 150 and r < 80 and g < 80, (r, g, b)
 
@@ -136,7 +127,7 @@ async def test_media_between_two_roost_clients(server: RoostServer) -> None:
                     "track_subscribed", lambda t, p, _p: p.sid not in tracks, timeout=20)
                 tracks[publication.sid] = track
             assert abs(await asyncio.wait_for(_pitch(tracks[audio.sid]), 20) - 440) < 15
-            width, height, (r, g, b) = await asyncio.wait_for(_picture(tracks[video.sid]), 20)
+            width, height, (r, g, b) = await _picture(tracks[video.sid])
             assert (width, height) == (320, 240) and r > 150 and g < 80 and b < 80
             audio.track.mute()
             await events.wait("track_muted", lambda p, pub: pub.sid == audio.sid)
@@ -161,7 +152,7 @@ async def test_h264_video_between_two_roost_clients(server: RoostServer) -> None
                 source=rc.TrackSource.SOURCE_CAMERA, video_codec=rc.VideoCodec.H264))
             (remote, publication, _) = await events.wait("track_subscribed", timeout=20)
             assert publication.mime_type.lower() == "video/h264"
-            width, height, (r, g, b) = await asyncio.wait_for(_picture(remote, 5), 20)
+            width, height, (r, g, b) = await _picture(remote, 5)
             assert (width, height) == (320, 240) and g > 150 and r < 80 and b < 80
         finally:
             feeder.cancel()

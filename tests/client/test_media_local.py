@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
+from tests.helpers.signals import dominant_hz, first_frames, mean_rgb
 
 from roost import client as rc
 from roost.client.track import RemoteAudioTrack, RemoteVideoTrack
@@ -122,10 +123,7 @@ async def test_a_tone_survives_opus_through_aiortc() -> None:
             await stream.aclose()
     finally:
         feeder.cancel()
-    samples = np.concatenate(heard).astype(np.float64)
-    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
-    pitch = np.fft.rfftfreq(len(samples), 1 / 24_000)[int(np.argmax(spectrum))]
-    assert abs(pitch - 440) < 15
+    assert abs(dominant_hz(np.concatenate(heard), 24_000) - 440) < 15
 
 
 async def test_a_red_picture_survives_vp8_through_aiortc() -> None:
@@ -142,16 +140,10 @@ async def test_a_red_picture_survives_vp8_through_aiortc() -> None:
     try:
         async with _pair(track) as remote:
             stream = rc.VideoStream(remote, format=rc.VideoBufferType.RGBA)
-            seen = []
-            async for event in stream:
-                seen.append(event.frame)
-                if len(seen) >= 5:
-                    break
-            await stream.aclose()
+            seen = await first_frames(stream, 5, timeout=20)
     finally:
         feeder.cancel()
     last = seen[-1]
     assert (last.width, last.height) == (320, 240)
-    px = np.frombuffer(last.data, dtype=np.uint8).reshape(240, 320, 4)
-    r, g, b = (float(px[..., i].mean()) for i in range(3))
+    r, g, b = mean_rgb(last)
     assert r > 150 and g < 80 and b < 80, (r, g, b)

@@ -10,9 +10,10 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 POLL = 0.02  # seconds between polls
+WAIT = 10.0  # seconds, when a caller names no timeout
 
 
-async def until(predicate: Callable[[], T], timeout: float, what: str = "condition",
+async def until(predicate: Callable[[], T], timeout: float = WAIT, what: str = "condition",
                 interval: float = POLL) -> T:
     """Poll `predicate()` until it returns something truthy (returned); TimeoutError naming
     `what` after `timeout` seconds."""

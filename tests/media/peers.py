@@ -1,28 +1,22 @@
-"""Helpers for media transport tests: bounded waits and an aiortc peer as the LiveKit client."""
+"""Helpers for media transport tests: a bounded await and an aiortc peer as the LiveKit client."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
-from tests.helpers import wait
+from tests.helpers.wait import WAIT, until
 
 from roost.media import PeerTransport
 
 T = TypeVar("T")
-WAIT = 10.0
 
 
 async def within(awaitable: Awaitable[T], timeout: float = WAIT) -> T:
     """Await with a bound, so a broken transport fails the test instead of hanging it."""
     return await asyncio.wait_for(awaitable, timeout)
-
-
-async def until(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
-    """Poll a condition every 10 ms until true or the timeout expires."""
-    await wait.until(predicate, timeout, "the condition", interval=0.01)
 
 
 class Inbox:
@@ -39,7 +33,7 @@ class Inbox:
         self.states.append(state)
 
     async def wait_for(self, label: str, data: bytes) -> None:
-        await until(lambda: (label, data) in self.items)
+        await until(lambda: (label, data) in self.items, WAIT, f"{label}: {data!r}")
 
 
 def client_pc() -> RTCPeerConnection:

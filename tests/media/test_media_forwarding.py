@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 from tests.engine.packets import rtp, vp8_payload
+from tests.helpers.wait import until
 from tests.media.liteclient import LitePeer, answer_offer, audio_offer, video_offer
-from tests.media.peers import until, within
+from tests.media.peers import within
 
 from roost.media import PeerTransport
 from roost.media.downtrack import SubscriberDownTrack

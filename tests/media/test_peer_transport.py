@@ -6,12 +6,12 @@ import time
 from typing import Any
 
 from aiortc import RTCDataChannel, RTCPeerConnection
+from tests.helpers.wait import until
 from tests.media.peers import (
     Inbox,
     channel_inbox,
     negotiate_client_offer,
     negotiate_server_offer,
-    until,
 )
 
 from roost.media import PeerTransport

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from aiortc import RTCPeerConnection
 from tests.helpers.server import free_port
-from tests.media.peers import Inbox, client_pc, negotiate_client_offer, until, within
+from tests.helpers.wait import until
+from tests.media.peers import Inbox, client_pc, negotiate_client_offer, within
 
 from roost.media import PeerTransport, SdpError
 from roost.media.icemux import IceMux

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from livekit import rtc
 from tests.helpers.sdk import EventLog, Rooms
+from tests.helpers.signals import dominant_hz, first_frames, mean_rgb
 
 ROOM = "media"
 TRACK_EVENTS = (
@@ -77,12 +78,7 @@ async def heard_pitch(remote: rtc.Track, timeout: float = 15) -> float:
         await asyncio.wait_for(listen(), timeout)
     finally:
         await stream.aclose()
-    return _dominant_hz(np.concatenate(heard))
-
-
-def _dominant_hz(samples: np.ndarray) -> float:
-    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64) * np.hanning(len(samples))))
-    return float(np.fft.rfftfreq(len(samples), 1 / SAMPLE_RATE)[int(np.argmax(spectrum))])
+    return dominant_hz(np.concatenate(heard), SAMPLE_RATE)
 
 
 async def audio_track_is_heard(srv: dict[str, str]) -> dict[str, Any]:
@@ -147,22 +143,10 @@ async def video_track_is_seen(srv: dict[str, str]) -> dict[str, Any]:
             assert remote.kind == rtc.TrackKind.KIND_VIDEO
 
             stream = rtc.VideoStream(remote, format=rtc.VideoBufferType.RGBA)
-            frames: list[rtc.VideoFrame] = []
-
-            async def watch() -> None:
-                async for event in stream:
-                    frames.append(event.frame)
-                    if len(frames) >= 10:
-                        return
-
-            try:
-                await asyncio.wait_for(watch(), 20)
-            finally:
-                await stream.aclose()
+            frames = await first_frames(stream, 10, timeout=20)
         last = frames[-1]
         assert (last.width, last.height) == (width, height), (last.width, last.height)
-        pixels = np.frombuffer(last.data, dtype=np.uint8).reshape(height, width, 4)
-        r, g, b = (float(pixels[..., i].mean()) for i in range(3))
+        r, g, b = mean_rgb(last)
         assert r > 150 and g < 80 and b < 80, f"expected red, mean RGB = {r:.0f},{g:.0f},{b:.0f}"
         return {"frames": len(frames), "rgb": [round(r), round(g), round(b)]}
     finally:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from livekit import rtc
 from tests.helpers.sdk import EventLog, Rooms
+from tests.helpers.signals import dominant_hz, first_frames, mean_rgb
 
 SAMPLE_RATE = 48_000
 FRAME = SAMPLE_RATE // 100  # 10 ms
@@ -28,15 +29,10 @@ EVENTS = (
 )
 
 
-def dominant_hz(samples: np.ndarray) -> float:
-    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64) * np.hanning(len(samples))))
-    return float(np.fft.rfftfreq(len(samples), 1 / SAMPLE_RATE)[int(np.argmax(spectrum))])
-
-
 def robust_hz(samples: np.ndarray, chunk: int = SAMPLE_RATE // 10) -> float:
     """Median of the dominant frequency of 100 ms chunks: a few glitches do not move it."""
-    pitches = [dominant_hz(samples[i : i + chunk]) for i in range(0, len(samples) - chunk + 1,
-                                                                 chunk)]
+    starts = range(0, len(samples) - chunk + 1, chunk)
+    pitches = [dominant_hz(samples[i : i + chunk], SAMPLE_RATE) for i in starts]
     return float(np.median(pitches)) if pitches else 0.0
 
 
@@ -388,24 +384,12 @@ async def h264_camera_is_seen(srv: dict[str, str]) -> dict[str, Any]:
             await asyncio.wait_for(alice.local_participant.publish_track(track, options), 15)
             remote, pub, _ = await events.wait("track_subscribed", timeout=15)
             stream = rtc.VideoStream(remote, format=rtc.VideoBufferType.RGBA)
-            frames: list[rtc.VideoFrame] = []
-
-            async def watch() -> None:
-                async for event in stream:
-                    frames.append(event.frame)
-                    if len(frames) >= 10:
-                        return
-
-            try:
-                await asyncio.wait_for(watch(), 20)
-            finally:
-                await stream.aclose()
+            frames = await first_frames(stream, 10, timeout=20)
         finally:
             feeding.cancel()
         last = frames[-1]
         assert (last.width, last.height) == (width, height), (last.width, last.height)
-        pixels = np.frombuffer(last.data, dtype=np.uint8).reshape(height, width, 4)
-        r, g, b = (float(pixels[..., i].mean()) for i in range(3))
+        r, g, b = mean_rgb(last)
         assert g > 150 and r < 80 and b < 80, f"expected green, mean RGB = {r:.0f},{g:.0f},{b:.0f}"
         return {"mime": pub.mime_type, "frames": len(frames), "rgb": [round(r), round(g),
                                                                       round(b)]}

@@ -25,6 +25,14 @@ FOREIGN = {
 }
 
 
+# SFU module → the concrete SFU modules it must not name: they meet through media/roles.py
+ROLES = {
+    "media/downtrack.py": ("roost.media.uptrack", "roost.media.rtpsession"),
+    "media/uptrack.py": ("roost.media.downtrack",),
+    "media/rtpsession.py": ("roost.media.downtrack",),
+}
+
+
 def _imports(path: Path) -> list[tuple[int, str]]:
     tree = ast.parse(path.read_text(), str(path))
     found = []
@@ -38,7 +46,8 @@ def _imports(path: Path) -> list[tuple[int, str]]:
 
 def _violations(package: str, banned: tuple[str, ...]) -> list[str]:
     out = []
-    for path in sorted((SRC / package).rglob("*.py")):
+    where = SRC / package
+    for path in sorted(where.rglob("*.py")) if where.is_dir() else [where]:
         for line, module in _imports(path):
             if any(module == b or module.startswith(b + ".") for b in banned):
                 out.append(f"{path.relative_to(SRC)}:{line} imports {module}")
@@ -53,6 +62,11 @@ def test_a_layer_does_not_import_the_layers_above_it(package: str) -> None:
 @pytest.mark.parametrize("package", sorted(FOREIGN))
 def test_http_stays_in_the_edge(package: str) -> None:
     assert _violations(package, FOREIGN[package]) == []
+
+
+@pytest.mark.parametrize("module", sorted(ROLES))
+def test_the_sfu_classes_meet_only_through_their_roles(module: str) -> None:
+    assert _violations(module, ROLES[module]) == []
 
 
 def test_the_checker_sees_an_import_it_forbids(tmp_path: Path) -> None:

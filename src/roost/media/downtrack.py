@@ -12,8 +12,8 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
+from roost.media.allocator import KEEP, PAUSE, LayerAllocator
 from roost.media.codecs import (
     FORWARDED_EXTENSIONS,
     SUBSCRIBE_EXTENSIONS,
@@ -22,21 +22,15 @@ from roost.media.codecs import (
     subscribe_codecs,
 )
 from roost.media.forward import CODEC_OPUS, CODEC_RED, Forwarder, codec_of
+from roost.media.roles import Send, TrackReceiver
 from roost.media.rtp import EXT_ABS_SEND_TIME, EXT_MID
 from roost.media.sdp import Codec, Extmap, MediaSection
 from roost.media.sections import DISCARD
 from roost.telemetry import MediaStats
 
-if TYPE_CHECKING:
-    from roost.media.rtpsession import RtpSession
-    from roost.media.uptrack import MediaUpTrack
-
 log = logging.getLogger(__name__)
 
 PROTO = "UDP/TLS/RTP/SAVPF"
-UPGRADE_HOLD = 2.0  # seconds the bandwidth must allow a higher layer before switching up
-PAUSE_HOLD = 2.0  # seconds even the lowest layer must not fit before the track is paused
-NO_CAP = 2  # bandwidth limit when the subscriber never sent a REMB: every layer
 
 
 def random_ssrc(taken: set[int]) -> int:
@@ -47,12 +41,13 @@ def random_ssrc(taken: set[int]) -> int:
 
 
 class SubscriberDownTrack:
-    """A published track forwarded on one subscriber connection (`media.types.DownTrack`)."""
+    """A published track forwarded on one subscriber connection (`media.types.DownTrack` for
+    the room, `roles.TrackSender` for the up-track and the RTP session)."""
 
     def __init__(
         self,
-        session: RtpSession,
-        up: MediaUpTrack,
+        send: Send,
+        up: TrackReceiver,
         *,
         track_sid: str,
         stream_id: str,
@@ -60,7 +55,6 @@ class SubscriberDownTrack:
         rtx_ssrc: int,
         cname: str,
     ) -> None:
-        self.session = session
         self.up = up
         self.kind = up.kind
         self.track_sid = track_sid
@@ -70,7 +64,7 @@ class SubscriberDownTrack:
         self.cname = cname
         self.section: MediaSection | None = None
         self.forwarder: Forwarder | None = None
-        self.send = session.send_rtp
+        self.send = send
         self.enabled = True
         self.removed = False
         self.rejected = False
@@ -78,13 +72,9 @@ class SubscriberDownTrack:
         self.inactive_acked = False  # ...and the subscriber answered it: the mid is reusable
         self.max_quality = 2
         # Bandwidth (protocol notes §9.6): the session sets `bandwidth_share` (bits/s this
-        # track may use, None without a REMB); `bw_layer` is the highest layer it allows
-        # (-1: not even the lowest, the track is paused), raised only after UPGRADE_HOLD.
+        # track may use, None without an estimate); the allocator picks the layer it allows.
         self.bandwidth_share: float | None = None
-        self.bw_layer = NO_CAP
-        self._raise_since: float | None = None
-        self._raise_to = NO_CAP
-        self._starved_since: float | None = None
+        self.allocator = LayerAllocator()
         self.paused = False
         self.allow_pause = False  # room: may bandwidth pause this track (else: lowest layer)
         self.on_stream_state: Callable[[bool], None] | None = None  # room: True = ACTIVE
@@ -125,53 +115,20 @@ class SubscriberDownTrack:
         forwarder = self.forwarder
         if forwarder is None or self.kind != "video":
             return
-        available = self.up.available_layers(now)
-        if not available:
+        up = self.up
+        choice = self.allocator.choose(
+            up.available_layers(now), up.layer_bitrates(), self.bandwidth_share,
+            max_quality=self.max_quality, allow_pause=self.allow_pause, paused=self.paused,
+            simulcast=up.simulcast, now=now)
+        if choice == KEEP:
             return
-        self._update_bw_layer(available, now)
-        if self.bw_layer < 0:
+        if choice == PAUSE:
             self._set_paused(True)
             return
-        if len(self.up.layers) < 2 and not self.paused:
-            return
-        cap = min(self.max_quality, self.bw_layer)
-        fitting = [la for la in available if la <= cap]
-        target = fitting[-1] if fitting else available[0]
         resumed = self._set_paused(False)
-        if target != forwarder.target_layer or resumed:
-            forwarder.set_target(target)
-            self.up.request_keyframe(target)
-
-    def _update_bw_layer(self, available: list[int], now: float) -> None:
-        """Lower `bw_layer` at once when the share shrinks; raise it after UPGRADE_HOLD."""
-        share = self.bandwidth_share
-        if share is None:
-            fits = NO_CAP
-        else:
-            rates = self.up.layer_bitrates()
-            fits = max((la for la in available if rates.get(la, 0.0) <= share), default=-1)
-            if fits == available[-1]:
-                fits = NO_CAP  # everything that arrives fits: no limit from bandwidth
-            elif fits < 0 and not self.allow_pause:
-                fits = 0  # pausing not allowed: the lowest layer is the floor
-        if fits >= 0 or self.paused:
-            self._starved_since = None
-        elif self._starved_since is None or now - self._starved_since < PAUSE_HOLD:
-            # not even the lowest layer fits: keep it for PAUSE_HOLD before pausing (an
-            # estimate dipping below the stream's own rate for a moment is normal)
-            self._starved_since = self._starved_since or now
-            fits = 0
-        if fits <= self.bw_layer:
-            self.bw_layer = fits
-            self._raise_since = None
-        elif self._raise_since is None:
-            self._raise_since = now
-            self._raise_to = fits
-        else:
-            self._raise_to = min(self._raise_to, fits)
-            if now - self._raise_since >= UPGRADE_HOLD:
-                self.bw_layer = self._raise_to
-                self._raise_since = None
+        if choice != forwarder.target_layer or resumed:
+            forwarder.set_target(choice)
+            up.request_keyframe(choice)
 
     def _set_paused(self, paused: bool) -> bool:
         """Pause/resume for bandwidth; tells the room (StreamStateUpdate). True if changed."""
@@ -312,6 +269,11 @@ class SubscriberDownTrack:
         if forwarder is not None:
             self.stats.packets_out = forwarder.packets_sent + self.retransmitted
             self.stats.bytes_out = forwarder.octets_sent
+
+    def summary(self) -> str:
+        out = self.forwarder.packets_sent if self.forwarder is not None else 0
+        return (f"{self.track_sid}@{self.mid} out={out} nack={self.nacks_in} "
+                f"rtx={self.retransmitted} pli={self.plis_in}")
 
     def close(self) -> None:
         """Stop forwarding for good (the subscription ended)."""

@@ -21,6 +21,8 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from roost.media.allocator import share_bandwidth
+from roost.media.roles import TrackSender
 from roost.media.rtcp import (
     RtcpFir,
     RtcpNack,
@@ -36,7 +38,6 @@ from roost.media.srtp import SrtpContext, SrtpError
 from roost.media.uptrack import RtxRoute, UpLayer
 
 if TYPE_CHECKING:
-    from roost.media.downtrack import SubscriberDownTrack
     from roost.media.uptrack import MediaUpTrack
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class RtpSession:
         self.label = label
         self.ssrc = secrets.randbits(32) or 1  # sender SSRC of roost's own RTCP
         self.ups: dict[str, MediaUpTrack] = {}  # by mid
-        self.downs: dict[int, SubscriberDownTrack] = {}  # by SSRC (media and RTX)
+        self.downs: dict[int, TrackSender] = {}  # by SSRC (media and RTX)
         self.routes: dict[int, Route] = {}
         self.extensions: dict[str, int] = {}  # publisher's header-extension ids (bundle-wide)
         self._unprotect: Callable[[bytes], bytes] | None = None
@@ -124,10 +125,7 @@ class RtpSession:
         """Counters, for a log line when the connection ends."""
         ups = ", ".join(f"{u.mid}:{u.mime_type} in={u.packets_in} rtx={u.rtx_in} "
                         f"nack={u.nacks_sent} pli={u.plis_sent}" for u in self.ups.values())
-        downs = ", ".join(f"{d.track_sid}@{d.mid} "
-                          f"out={d.forwarder.packets_sent if d.forwarder else 0}"
-                          f" nack={d.nacks_in} rtx={d.retransmitted} pli={d.plis_in}"
-                          for s, d in self.downs.items() if s == d.ssrc)
+        downs = ", ".join(d.summary() for s, d in self.downs.items() if s == d.ssrc)
         return (f"rtp in={self.rtp_in} out={self.rtp_out} rtcp in={self.rtcp_in} "
                 f"out={self.rtcp_out} srtp_err={self.srtp_errors} unroutable={self.unroutable}"
                 f" send_err={self.send_errors} errors={self.errors}"
@@ -180,12 +178,12 @@ class RtpSession:
             del self.routes[ssrc]
 
     # -- subscriber tracks -------------------------------------------------------------
-    def add_down(self, down: SubscriberDownTrack) -> None:
+    def add_down(self, down: TrackSender) -> None:
         self.downs[down.ssrc] = down
         if down.rtx_ssrc:
             self.downs[down.rtx_ssrc] = down
 
-    def remove_down(self, down: SubscriberDownTrack) -> None:
+    def remove_down(self, down: TrackSender) -> None:
         for ssrc in (down.ssrc, down.rtx_ssrc):
             if self.downs.get(ssrc) is down:
                 del self.downs[ssrc]
@@ -269,7 +267,7 @@ class RtpSession:
             return
         now = time.monotonic()
         downs = self.downs
-        pli: list[SubscriberDownTrack] = []
+        pli: list[TrackSender] = []
         for p in packets:
             if isinstance(p, RtcpSenderReport):
                 route = self.routes.get(p.ssrc)
@@ -309,7 +307,7 @@ class RtpSession:
             self.remb_bps = None  # stale
         videos = [d for s, d in self.downs.items()
                   if s == d.ssrc and d.kind == "video" and d.forwarder is not None and d.forwarding]
-        share = self.remb_bps / len(videos) if self.remb_bps is not None and videos else None
+        share = share_bandwidth(self.remb_bps, len(videos))
         for down in videos:
             down.bandwidth_share = share
             down.select_layer(now)

@@ -117,7 +117,7 @@ class TrackBook:
         taken = self.rtp.taken_ssrcs()
         ssrc = random_ssrc(taken)
         rtx_ssrc = random_ssrc(taken | {ssrc}) if up.kind == "video" else 0
-        down = SubscriberDownTrack(self.rtp, up, track_sid=track_sid, stream_id=stream_id,
+        down = SubscriberDownTrack(self.rtp.send_rtp, up, track_sid=track_sid, stream_id=stream_id,
                                    ssrc=ssrc, rtx_ssrc=rtx_ssrc, cname=self.cname)
         self.rtp.add_down(down)
         self.pending.append(down)

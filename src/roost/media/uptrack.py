@@ -27,6 +27,7 @@ from roost.media.forward import (
     inspect,
 )
 from roost.media.nack import NackGenerator, PliThrottle, ReceptionStats
+from roost.media.roles import TrackSender
 from roost.media.rtcp import RtcpReportBlock, RtcpSenderReport, build_nack, build_pli
 from roost.media.rtp import (
     EXT_AUDIO_LEVEL,
@@ -40,7 +41,6 @@ from roost.media.sdp import Codec
 from roost.telemetry import MediaStats
 
 if TYPE_CHECKING:
-    from roost.media.downtrack import SubscriberDownTrack
     from roost.media.rtpsession import RtpSession
 
 Send = Callable[[bytes | bytearray], None]
@@ -129,7 +129,8 @@ class RtxRoute:
 
 
 class MediaUpTrack:
-    """Encoded media of one publisher section (implements `media.types.UpTrack`)."""
+    """Encoded media of one publisher section (`media.types.UpTrack` for the room, and
+    `roles.TrackReceiver` for its subscriptions)."""
 
     def __init__(
         self,
@@ -169,7 +170,7 @@ class MediaUpTrack:
         self.clocks = SenderReportStore()
         self.pli = PliThrottle()
         self._level = AudioLevel()
-        self.downs: list[SubscriberDownTrack] = []
+        self.downs: list[TrackSender] = []
         self._sinks: list[tuple[Forwarder, Send]] = []
         self._rewriters: dict[tuple[object, ...], ExtensionRewriter] = {}
         self.closed = False
@@ -246,6 +247,10 @@ class MediaUpTrack:
                 return la
         return None
 
+    @property
+    def simulcast(self) -> bool:
+        return len(self.layers) > 1
+
     def available_layers(self, now: float) -> list[int]:
         """Spatial layers that delivered media recently, lowest first."""
         return sorted(la.index for la in self.layers
@@ -300,14 +305,14 @@ class MediaUpTrack:
             rw = self._rewriters[key] = ExtensionRewriter(mapping, abs_send_time_id)
         return rw
 
-    def attach(self, down: SubscriberDownTrack) -> None:
+    def attach(self, down: TrackSender) -> None:
         if self.closed:
             return
         if down not in self.downs:
             self.downs.append(down)
         self.refresh()
 
-    def detach(self, down: SubscriberDownTrack) -> None:
+    def detach(self, down: TrackSender) -> None:
         if down in self.downs:
             self.downs.remove(down)
         self.refresh()

@@ -4,6 +4,7 @@
     python bench/forward.py --subscribers 300     # larger fan-out
     python bench/forward.py --quick               # 2 publishers, 20/50 subscribers
     python bench/forward.py --compare-udp-port    # one socket per PC vs rtc.udp_port, side by side
+    python bench/forward.py --compare-rev REV     # this tree's src/ vs git revision REV's
 
 A real `roost serve` process forwards; the clients are lite LiveKit clients
 (`tests/media/liteclient.py`: signalling + ICE/DTLS/SRTP, no codecs) in this process, on
@@ -31,9 +32,12 @@ import multiprocessing
 import os
 import platform
 import resource
+import shutil
 import socket
 import struct
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -419,16 +423,50 @@ def _median(values: list[float]) -> float:
     return ordered[len(ordered) // 2]
 
 
+def checkout_src(rev: str) -> tuple[str, Path]:
+    """Revision `rev`'s src/ in a temporary directory (for PYTHONPATH): (short sha, path)."""
+    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    where = Path(tempfile.mkdtemp(prefix=f"roost-{sha}-"))
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", sha, "src"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(where)], input=archive, check=True)
+    return sha, where / "src"
+
+
 async def compare_udp_port(args: argparse.Namespace) -> int:
     """Two servers at once, one with a socket per peer connection and one on rtc.udp_port;
     the same load in alternating windows, so both see the same machine."""
-    n = args.subscribers
     modes = {"socket per PC": start_server("--log-level", "warning"),
              "rtc.udp_port": start_server("--log-level", "warning",
                                           "--udp-port", str(_free_udp_port()))}
+    return await compare(args, modes, "socket per peer connection vs one shared UDP socket")
+
+
+def compare_rev(args: argparse.Namespace) -> int:
+    """This tree's server and revision `args.compare_rev`'s, side by side, same load."""
+    sha, src = checkout_src(args.compare_rev)
+    head = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+                          capture_output=True, text=True).stdout.strip()
+
+    async def run() -> int:
+        modes = {sha: start_server("--log-level", "warning", env={"PYTHONPATH": str(src)}),
+                 f"this tree {head}": start_server("--log-level", "warning")}
+        return await compare(args, modes, f"revision {sha} vs this tree ({head})")
+
+    try:
+        return asyncio.run(run())
+    finally:
+        shutil.rmtree(src.parent, ignore_errors=True)
+
+
+async def compare(args: argparse.Namespace, modes: dict[str, RoostServer], what: str) -> int:
+    """The same load on each server in alternating windows, so all see the same machine;
+    the first server is the baseline."""
+    n = args.subscribers
     benches = {mode: Bench(server, args.publishers, 0.0) for mode, server in modes.items()}
     try:
-        print(f"roost forward bench, socket per peer connection vs one shared UDP socket: "
+        print(f"roost forward bench, {what}: "
               f"{args.publishers} audio publishers, {n} subscribers each, {args.rounds} "
               f"alternating windows of {args.seconds:.0f} s; load average {loadavg()}")
         idle: dict[str, float] = {}
@@ -445,14 +483,15 @@ async def compare_udp_port(args: argparse.Namespace) -> int:
                 results[mode].append(r)
                 print(fmt_row(f"{round_ + 1}: {mode}", r), flush=True)
         print("\nResults (medians over the windows)")
-        base = _median([r["marginal_us"] for r in results["socket per PC"]])
+        baseline = next(iter(modes))
+        base = _median([r["marginal_us"] for r in results[baseline]])
         for mode, rows in results.items():
             marginal = _median([r["marginal_us"] for r in rows])
             in_all = _median([r["us_per_pkt"] for r in rows])
             print(f"  {mode:<14} server CPU per forwarded packet {in_all:.2f}"
                   f" µs in all, {marginal:.2f} µs above idle ({idle[mode]:.1%} of a core idle);"
                   f" loss {_median([r['loss'] for r in rows]) * 100:.2f}%;"
-                  f" {marginal / base - 1:+.1%} against a socket per PC")
+                  f" {marginal / base - 1:+.1%} against {baseline}")
         return 0
     finally:
         for bench in benches.values():
@@ -472,6 +511,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="2 publishers, 20/50 subscribers")
     parser.add_argument("--compare-udp-port", action="store_true",
                         help="a socket per peer connection vs rtc.udp_port, side by side")
+    parser.add_argument("--compare-rev", metavar="REV",
+                        help="git revision REV's server vs this tree's, side by side")
     parser.add_argument("--rounds", type=int, default=4, help="windows per mode (compare)")
     args = parser.parse_args()
     if args.quick:
@@ -482,9 +523,11 @@ def main() -> int:
         uvloop.install()
     except ImportError:
         pass
-    if args.compare_udp_port:
+    if args.compare_udp_port or args.compare_rev:
         if args.subscribers == 200:
             args.subscribers = 100
+        if args.compare_rev:
+            return compare_rev(args)
         return asyncio.run(compare_udp_port(args))
     return asyncio.run(main_async(args))
 

@@ -88,6 +88,7 @@ class RoostServer:
     host: str = "127.0.0.1"
     api_key: str = DEV_API_KEY
     api_secret: str = DEV_API_SECRET
+    env: dict[str, str] = field(default_factory=dict)  # added to the child's environment
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -129,7 +130,7 @@ class RoostServer:
         ]
 
     def start(self, ready_timeout: float = READY_TIMEOUT) -> RoostServer:
-        env = dict(os.environ)
+        env = {**os.environ, **self.env}
         env.setdefault("PYTHONUNBUFFERED", "1")
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
@@ -210,13 +211,15 @@ class RoostServer:
         return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def start_server(*extra_args: str, log_dir: Path | None = None) -> RoostServer:
+def start_server(*extra_args: str, log_dir: Path | None = None,
+                 env: dict[str, str] | None = None) -> RoostServer:
     """Start roost on a free port and wait until `GET /` answers 200."""
     directory = log_dir or Path(tempfile.mkdtemp(prefix="roost-test-"))
     for attempt in range(3):
         port = free_port()
         server = RoostServer(
-            port=port, log_path=directory / f"roost-{port}.log", extra_args=tuple(extra_args)
+            port=port, log_path=directory / f"roost-{port}.log", extra_args=tuple(extra_args),
+            env=dict(env or {}),
         )
         try:
             return server.start()

@@ -40,7 +40,14 @@ class ExtensionRewriter:
         self._block = b""
 
     def body(self, pkt: Buffer, h: RtpHeader, now: float) -> bytes:
-        """Encoded elements (no 4-byte header, no padding) for this packet."""
+        """Encoded elements (no 4-byte header, no padding) for this packet.
+
+        A specialised walk with the policy of `roost.media.rtp.iter_extensions` (padding
+        skipped, one-byte id 15 or id 0 with a length ends the block, a malformed element
+        ends it too, the elements before it are kept), never raising: the mapped elements
+        of that list, in order. Two-byte elements of 0 or more than 16 bytes are dropped
+        when this rewriter writes the one-byte form.
+        """
         if pkt is self._memo_pkt:
             return self._memo_body
         out = bytearray()
@@ -51,7 +58,9 @@ class ExtensionRewriter:
             if h.ext_profile == ONE_BYTE_PROFILE:
                 while i < end:
                     b = pkt[i]
-                    if b == 0:
+                    if b < 0x10:  # 0x00 padding, or id 0 with a length: the end
+                        if b:
+                            break
                         i += 1
                         continue
                     eid = b >> 4
@@ -70,7 +79,7 @@ class ExtensionRewriter:
                         out += pkt[i + 1 : i + 1 + length]
                     i += 1 + length
             elif h.ext_profile & 0xFFF0 == TWO_BYTE_PROFILE:
-                while i + 1 < end:
+                while i + 1 < end:  # an id in the block's last byte has no length byte
                     eid = pkt[i]
                     if eid == 0:
                         i += 1

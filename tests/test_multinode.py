@@ -30,7 +30,7 @@ from tests.helpers.redis import (
 )
 from tests.helpers.scenario import run_scenario
 from tests.helpers.server import RoostServer
-from tests.helpers.wait import until_async
+from tests.helpers.wait import until, until_async
 from tests.rawclient import ClientPool, HandshakeRefused, RawClient
 
 SCENARIOS = "tests.scenarios.multinode"
@@ -316,10 +316,9 @@ async def test_killed_owner_leaves_the_cluster_serving_and_the_room_rejoinable(
         new_owner = again.join_response.server_info.node_id
         assert new_owner != owner_id and new_owner in {c.node_id(s) for s in c.nodes}
         # The dead node's registration and claims are gone within seconds.
-        deadline = time.monotonic() + 8
-        while owner_id in c.registry() or owner_id in c.redis.keys("roost:room:*").values():
-            assert time.monotonic() < deadline, c.redis.keys()
-            await asyncio.sleep(0.2)
+        await until(lambda: owner_id not in c.registry()
+                    and owner_id not in c.redis.keys("roost:room:*").values(), 8,
+                    lambda: f"the dead node's keys to go; keys: {c.redis.keys()}", interval=0.2)
         async with admin_api(c.nodes[-1]) as lk:
             rooms = await lk.room.list_rooms(room_pb.ListRoomsRequest())
             assert "fragile" in [r.name for r in rooms.rooms]
@@ -347,10 +346,9 @@ async def test_redis_restart_is_survived(cluster: Callable[[int], Cluster]) -> N
         assert (await alice.ping()).last_ping_timestamp > 0
         # Both nodes register again and the owner re-claims its room (not re-created).
         c.wait_registered(2)
-        deadline = time.monotonic() + 10
-        while c.room_owner("sturdy") != owner_id:
-            assert time.monotonic() < deadline, c.redis.keys()
-            await asyncio.sleep(0.1)
+        await until(lambda: c.room_owner("sturdy") == owner_id, 10,
+                    lambda: f"the owner's claim on 'sturdy'; keys: {c.redis.keys()}",
+                    interval=0.1)
 
         async def resume_bob() -> rtc.SignalResponse:
             back = await RawClient.connect(other.url, px.token("bob", "sturdy"), reconnect=1,

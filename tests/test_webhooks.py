@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from google.protobuf.json_format import Parse
+from livekit import api
 from livekit.protocol import models, rtc, webhook
 from tests.helpers.scenario import run_scenario
 from tests.helpers.server import RoostServer, free_port
+from tests.helpers.wait import until, until_async
 from tests.helpers.webhooks import WebhookSink, roost_config
 from tests.rawclient import ClientPool
 
@@ -110,7 +112,13 @@ async def test_receiver_not_listening_yet(start_server: Callable[..., RoostServe
     try:
         bob = await clients.join("bob", "refused")
         await bob.leave()
-        await asyncio.sleep(2.5)  # room_finished is emitted ~1-2 s after the leave
+        # room_finished is emitted (~1-2 s after the leave) as the room is closed and unlisted
+        async with api.LiveKitAPI(server.http_url, server.api_key, server.api_secret) as lk:
+            async def closed() -> bool:
+                listed = await lk.room.list_rooms(api.ListRoomsRequest(names=["refused"]))
+                return not listed.rooms
+
+            await until_async(closed, 10, "the room 'refused' to close", interval=0.1)
         await sink.start()
         await sink.wait_for(_finished, 30, "room_finished once the receiver listens")
         # bob never became ACTIVE (no peer connection), as LiveKit reports it
@@ -134,10 +142,11 @@ def test_unknown_webhook_key_is_a_startup_error() -> None:
 async def test_queue_is_bounded_drops_oldest_and_failures_are_counted() -> None:
     """One slow receiver, a queue of three: the oldest waiting events are dropped, in order."""
 
-    release = asyncio.Event()
+    release, arrived = asyncio.Event(), asyncio.Event()
     bodies: list[str] = []
 
     async def slow(request: web.Request) -> web.Response:
+        arrived.set()
         await release.wait()
         event = webhook.WebhookEvent()
         Parse(await request.text(), event)
@@ -160,13 +169,11 @@ async def test_queue_is_bounded_drops_oldest_and_failures_are_counted() -> None:
             ev = webhook.WebhookEvent(event="room_started", id=f"EV_{i}", created_at=1)
             notifier.enqueue(ev, "r")
             sent.append(ev.id)
-            await asyncio.sleep(0.01)  # the first one goes in flight
+            if i == 0:  # the first one goes in flight
+                await asyncio.wait_for(arrived.wait(), 5)
         assert dropped._value.get() - before == 2
         release.set()
-        for _ in range(100):
-            if len(bodies) == 4:
-                break
-            await asyncio.sleep(0.05)
+        await until(lambda: len(bodies) == 4, 5, "four deliveries")
         assert bodies == ["EV_0", "EV_3", "EV_4", "EV_5"]
     finally:
         release.set()
@@ -185,10 +192,7 @@ async def test_gives_up_after_bounded_attempts() -> None:
                                DeliveryPolicy(backoff_initial=0.02, max_attempts=4))
     try:
         notifier.enqueue(webhook.WebhookEvent(event="room_started", id="EV_x"), "r")
-        for _ in range(100):
-            if failures._value.get() > before:
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: failures._value.get() > before, 5, "a counted failure")
         assert failures._value.get() - before == 1
         assert sink.refused == 4
     finally:

@@ -13,17 +13,18 @@ POLL = 0.02  # seconds between polls
 WAIT = 10.0  # seconds, when a caller names no timeout
 
 
-async def until(predicate: Callable[[], T], timeout: float = WAIT, what: str = "condition",
-                interval: float = POLL) -> T:
+async def until(predicate: Callable[[], T], timeout: float = WAIT,
+                what: str | Callable[[], str] = "condition", interval: float = POLL) -> T:
     """Poll `predicate()` until it returns something truthy (returned); TimeoutError naming
-    `what` after `timeout` seconds."""
+    `what` after `timeout` seconds (a callable `what` is asked then, so it can show state)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:.1f} s waiting for {what}")
+            described = what() if callable(what) else what
+            raise TimeoutError(f"timed out after {timeout:.1f} s waiting for {described}")
         await asyncio.sleep(interval)
 
 

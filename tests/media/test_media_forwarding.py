@@ -296,9 +296,9 @@ async def test_subscriber_pli_reaches_the_publisher_throttled(rigs: list[Rig]) -
     await until(lambda: len(rig.pub.of(RtcpPli)) == 1)
     assert rig.pub.of(RtcpPli)[0].media_ssrc == PUB_SSRC
     rig.sub.peer.send_rtcp(build_pli(0x5151, rig.down.ssrc))
-    await asyncio.sleep(0.2)
+    await until(lambda: rig.down.plis_in == 2)
+    await asyncio.sleep(0.2)  # a wait for nothing: no second PLI may reach the publisher
     assert len(rig.pub.of(RtcpPli)) == 1  # throttled: 500 ms for the low layer
-    assert rig.down.plis_in == 2
 
 
 async def test_a_new_video_subscriber_waits_for_a_keyframe_and_asks_for_one(
@@ -368,7 +368,7 @@ async def test_removed_track_goes_inactive_stops_and_its_section_is_reused(
     await within(rig.sub_t.handle_answer(str(answer_offer(offer, rig.sub.peer))))
     rig.pub.peer.send_rtp(opus(1))
     await until(lambda: rig.up.packets_in == 2)
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # a wait for nothing: the packet must not be forwarded
     assert len(rig.sub.rtp) == 1 and rig.up.downs == []
 
     # The next audio track reuses the inactive m-line instead of growing the SDP.
@@ -473,7 +473,7 @@ async def test_subscriber_remb_caps_the_simulcast_layer_and_pauses_below_the_low
                     and rig.up.layer_bitrates()[0] > 0, timeout=5)
         await until(lambda: bool(rig.sub.rtp) and layer_of(rig.sub.rtp[-1]) == "q", timeout=3)
         count = len(rig.sub.rtp)
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # a window in which no layer but q may arrive
         assert len(rig.sub.rtp) > count and received_since(count) == {"q"}
         rates = rig.up.layer_bitrates()
         assert rates[0] < 150_000 < rates[1] < rates[2]
@@ -481,7 +481,7 @@ async def test_subscriber_remb_caps_the_simulcast_layer_and_pauses_below_the_low
         # High estimate: the switch up waits for the hold time.
         remb[0] = 2_000_000
         raised = time.monotonic()
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(1.2)  # a wait for nothing: no switch up within the hold time
         assert down.target_layer() == 0
         await until(lambda: layer_of(rig.sub.rtp[-1]) == "f", timeout=4)
         assert time.monotonic() - raised >= 2.0
@@ -492,9 +492,9 @@ async def test_subscriber_remb_caps_the_simulcast_layer_and_pauses_below_the_low
         await until(lambda: layer_of(rig.sub.rtp[-1]) == "q", timeout=2)  # lowest, at first
         await until(lambda: states == [False], timeout=4)
         assert time.monotonic() - lowered >= 2.0
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # packets forwarded before the pause still land
         count = len(rig.sub.rtp)
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # a wait for nothing: paused, no packet may arrive
         assert len(rig.sub.rtp) == count and down.paused
 
         # Room again: resumed (after the hold) with a keyframe, and the room is told.

@@ -14,9 +14,10 @@ from aiortc.rtp import RtpPacket as AiortcRtpPacket
 from av import VideoFrame
 from tests.engine.packets import rtp as build_rtp
 from tests.engine.packets import vp8_payload
+from tests.helpers.rtp import RtpPacket, read_twcc_seq
 
 from roost.media import rtp
-from roost.media.rtp import RtpPacket, parse_header
+from roost.media.rtp import parse_header
 
 AUDIO_LEVEL_ID = 1
 MID_ID = 4
@@ -109,7 +110,7 @@ def test_extension_readers() -> None:
     h = parse_header(raw)
     assert rtp.read_audio_level(raw, h, 1) == 127
     assert rtp.read_audio_level(raw, h, 2) == -1
-    assert rtp.read_twcc_seq(raw, h, 5) == 0x1234
+    assert read_twcc_seq(raw, h, 5) == 0x1234
     assert rtp.read_sdes_extension(raw, h, 9) == "q"
 
 

@@ -13,7 +13,10 @@ from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 from livekit.protocol import models
 from livekit.protocol import room as room_pb
 
+from roost.ids import Identity, RoomName
+
 LEEWAY_SECONDS = 60
+NO_ROOM = RoomName("")
 
 # Dev mode's well-known secret is short by design; outside dev mode config refuses short ones.
 warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
@@ -52,7 +55,7 @@ class VideoGrant:
     room_record: bool = False
     room_admin: bool = False
     room_join: bool = False
-    room: str = ""
+    room: RoomName = NO_ROOM
     can_publish: bool = True
     can_subscribe: bool = True
     can_publish_data: bool | None = None  # None = same as can_publish
@@ -64,7 +67,7 @@ class VideoGrant:
     agent: bool = False
     can_subscribe_metrics: bool = False
     can_manage_agent_session: bool = False
-    destination_room: str = ""
+    destination_room: RoomName = NO_ROOM
 
     _JSON = {
         "roomCreate": "room_create",
@@ -96,7 +99,7 @@ class VideoGrant:
                 if attr == "can_publish_sources":
                     value = [str(s) for s in value or []]
                 elif attr in ("room", "destination_room"):
-                    value = str(value)
+                    value = RoomName(str(value))
                 else:
                     value = bool(value)
                 setattr(grant, attr, value)
@@ -137,7 +140,7 @@ class Claims:
     """Verified token contents."""
 
     api_key: str
-    identity: str
+    identity: Identity
     name: str = ""
     metadata: str = ""
     kind: int = 0
@@ -218,7 +221,7 @@ def claims_from_dict(api_key: str, data: dict[str, Any]) -> Claims:
     identity = data.get("sub") or data.get("jti") or ""
     return Claims(
         api_key=api_key,
-        identity=str(identity),
+        identity=Identity(str(identity)),
         name=str(data.get("name") or ""),
         metadata=str(data.get("metadata") or ""),
         kind=kind_from_name(str(data.get("kind") or "")),

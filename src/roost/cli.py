@@ -8,6 +8,7 @@ import sys
 
 from roost import __version__
 from roost.config import DEV_KEYS, ConfigError, Settings, from_env, load_file, parse_keys
+from roost.ids import RoomName
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -79,7 +80,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     if not secret:
         print("roost: no secret for that API key (use --api-secret)", file=sys.stderr)
         return 2
-    grant = VideoGrant(room=args.room or "", room_join=bool(args.room))
+    grant = VideoGrant(room=RoomName(args.room or ""), room_join=bool(args.room))
     for g in args.grant or []:
         name, _, value = g.partition("=")
         by_name = {k.lower(): v for k, v in VideoGrant._JSON.items()}

@@ -17,6 +17,7 @@ from livekit.protocol import models
 from livekit.protocol import room as room_pb
 
 from roost.api.errors import TwirpError
+from roost.ids import RoomName
 from roost.routing import NodeInfo, Router, RoutingUnavailable
 
 log = logging.getLogger("roost.api")
@@ -54,9 +55,9 @@ class ApiForwarder:
             return None
         try:
             if isinstance(message, room_pb.CreateRoomRequest) and message.name:
-                node: NodeInfo | None = await self.router.place(message.name)
+                node: NodeInfo | None = await self.router.place(RoomName(message.name))
             elif "room" in message.DESCRIPTOR.fields_by_name:
-                room = getattr(message, "room", "")
+                room = RoomName(str(getattr(message, "room", "")))
                 node = await self.router.owner(room) if room else None
             else:
                 return None

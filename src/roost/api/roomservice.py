@@ -17,6 +17,7 @@ from roost.api.guards import ensure_admin, ensure_create, ensure_destination, en
 from roost.api.rpc import ServerRpc
 from roost.auth import Claims
 from roost.config import Settings
+from roost.ids import Identity, RoomName, TrackSid
 from roost.room.manager import RoomManager
 from roost.room.participant import Participant
 from roost.room.room import Reason, Room
@@ -64,14 +65,15 @@ class RoomService:
 
     # -- lookups -----------------------------------------------------------------
     def _room(self, name: str) -> Room:
-        room = self.rooms.rooms.get(name)
+        """The open room a request names; Twirp's not_found otherwise."""
+        room = self.rooms.rooms.get(RoomName(name))
         if room is None or room.closed:
             raise errors.room_not_found()
         return room
 
     def _participant(self, room_name: str, identity: str) -> tuple[Room, Participant]:
         room = self._room(room_name)
-        p = room.participants.get(identity)
+        p = room.participants.get(Identity(identity))
         if p is None:
             raise errors.participant_not_found()
         return room, p
@@ -96,7 +98,7 @@ class RoomService:
         if req.HasField("egress"):
             raise TwirpError("internal", "egress not connected (redis required)")
         room = self.rooms.create_room(
-            req.name,
+            RoomName(req.name),
             empty_timeout=req.empty_timeout,
             departure_timeout=req.departure_timeout,
             max_participants=req.max_participants,
@@ -115,8 +117,8 @@ class RoomService:
     async def delete_room(self, claims: Claims | None,
                           req: room_pb.DeleteRoomRequest) -> room_pb.DeleteRoomResponse:
         ensure_create(claims)
-        self._room(req.room)
-        self.rooms.delete_room(req.room, Reason.ROOM_DELETED)
+        room = self._room(req.room)
+        self.rooms.delete_room(room.name, Reason.ROOM_DELETED)
         return room_pb.DeleteRoomResponse()
 
     async def update_room_metadata(self, claims: Claims | None,
@@ -205,7 +207,7 @@ class RoomService:
         sids = list(req.track_sids)
         for pt in req.participant_tracks:
             sids.extend(pt.track_sids)
-        missing = [sid for sid in sids if room.subscriptions.find(sid) is None]
+        missing = [sid for sid in sids if room.subscriptions.find(TrackSid(sid)) is None]
         if missing:
             raise TwirpError("not_found", f"track is not found: {', '.join(missing)}")
         room.subscriptions.update(p, sids, req.subscribe)

@@ -26,6 +26,7 @@ from roost.avatar.faces import get_face
 from roost.avatar.limits import DEV_COMPOSE_API_KEY, ComposeLimits
 from roost.avatar.tokens import RequestError, SessionRequest, SessionTokens, TokenError
 from roost.config import Settings
+from roost.ids import RoomName
 
 if TYPE_CHECKING:
     from roost.avatar.datastream import AgentsSession
@@ -43,9 +44,9 @@ MEDIA_MODULES = ("numpy", "av")
 class RoomHost(Protocol):
     """Room creation on this server (`RoomManager`), so a session's room exists up front."""
 
-    def create_room(self, name: str) -> object: ...
+    def create_room(self, name: RoomName) -> object: ...
 
-    def delete_room(self, name: str) -> bool: ...
+    def delete_room(self, name: RoomName) -> bool: ...
 
 
 def _fail(status: int, detail: str) -> web.Response:
@@ -157,7 +158,7 @@ class ComposeService:
 
         face = get_face(req.face_id)
         assert face is not None  # checked when the token was issued
-        room = f"compose-{session_id}"
+        room = RoomName(f"compose-{session_id}")
         client_identity = f"client-{session_id[3:]}"
         if self.rooms is not None:
             self.rooms.create_room(room)

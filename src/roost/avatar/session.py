@@ -22,6 +22,7 @@ import numpy as np
 from roost.avatar.limits import ComposeLimits
 from roost.avatar.playout import Playout
 from roost.avatar.tokens import SessionRequest
+from roost.ids import RoomName
 
 log = logging.getLogger("roost.avatar")
 
@@ -61,7 +62,7 @@ class JoinInfo:
     client_identity: str
     avatar_url: str
     avatar_token: str
-    room: str
+    room: RoomName
 
     def message(self) -> str:
         """Simli's join info text; `livekit_url` first (clients detect the message by it)."""

@@ -14,6 +14,7 @@ from livekit.protocol import models
 
 from roost.auth import Claims
 from roost.config import Settings
+from roost.ids import Identity, RoomName
 from roost.room.participant import ClientParams, Participant, State
 from roost.room.room import JoinError, Reason, Room
 
@@ -35,7 +36,7 @@ class RoomManager:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.rooms: dict[str, Room] = {}
+        self.rooms: dict[RoomName, Room] = {}
         self.listeners: list[Listener] = []
         self.draining = False
         self._task: asyncio.Task[None] | None = None
@@ -63,7 +64,7 @@ class RoomManager:
     # -- rooms ---------------------------------------------------------------
     def create_room(
         self,
-        name: str,
+        name: RoomName,
         *,
         empty_timeout: int = 0,
         departure_timeout: int = 0,
@@ -94,7 +95,7 @@ class RoomManager:
         self.emit("room_started", room)
         return room
 
-    def delete_room(self, name: str, reason: int = Reason.ROOM_DELETED) -> bool:
+    def delete_room(self, name: RoomName, reason: int = Reason.ROOM_DELETED) -> bool:
         room = self.rooms.pop(name, None)
         if room is None:
             return False
@@ -181,7 +182,7 @@ class RoomManager:
         )
         return JoinResult(room, participant, False)
 
-    def find(self, room_name: str, identity: str) -> tuple[Room, Participant] | None:
+    def find(self, room_name: RoomName, identity: Identity) -> tuple[Room, Participant] | None:
         room = self.rooms.get(room_name)
         if room is None:
             return None

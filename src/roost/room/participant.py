@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from livekit.protocol import models, rtc
 
 from roost import ids
+from roost.ids import Identity
 from roost.room.tracks import PublisherTracks
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ class Participant:
     def __init__(
         self,
         *,
-        identity: str,
+        identity: Identity,
         name: str,
         metadata: str,
         attributes: dict[str, str],
@@ -61,7 +62,7 @@ class Participant:
         api_key: str,
         grant_raw: dict[str, Any] | None = None,
     ) -> None:
-        self.sid = ids.new_id(ids.PARTICIPANT)
+        self.sid = ids.participant_sid()
         self.identity = identity
         self.name = name
         self.metadata = metadata

@@ -11,6 +11,7 @@ from google.protobuf.message import DecodeError
 from livekit.protocol import models, rtc
 
 from roost import ids
+from roost.ids import Identity, ParticipantSid, RoomName, TrackSid
 from roost.media.types import MediaInfo, UpTrack
 from roost.room.dynacast import Dynacast
 from roost.room.participant import Participant, State
@@ -40,7 +41,7 @@ class Room:
 
     def __init__(
         self,
-        name: str,
+        name: RoomName,
         *,
         empty_timeout: int,
         departure_timeout: int,
@@ -56,7 +57,7 @@ class Room:
         now = time.time()
         self.creation_time = int(now)
         self.creation_time_ms = int(now * 1000)
-        self.participants: dict[str, Participant] = {}  # by identity
+        self.participants: dict[Identity, Participant] = {}
         self.closed = False
         self.allow_pause = False  # rtc.congestion_control.allow_pause, set by the manager
         self.ever_joined = False
@@ -99,7 +100,7 @@ class Room:
     def visible(self) -> list[Participant]:
         return [p for p in self.participants.values() if not p.hidden]
 
-    def by_sid(self, sid: str) -> Participant | None:
+    def by_sid(self, sid: ParticipantSid | str) -> Participant | None:
         for p in self.participants.values():
             if p.sid == sid:
                 return p
@@ -224,7 +225,8 @@ class Room:
         for pub in self.subscriptions.publications():
             self.subscriptions.reconcile(p, pub)
 
-    def unpublish(self, participant: Participant, track_sid: str, *, notify: bool = False) -> bool:
+    def unpublish(self, participant: Participant, track_sid: TrackSid, *,
+                  notify: bool = False) -> bool:
         """Remove a publication; `notify` tells the publisher (server-initiated unpublish)."""
         pub = participant.publications.remove(track_sid)
         if pub is None:

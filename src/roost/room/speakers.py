@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from livekit.protocol import models, rtc
 
+from roost.ids import ParticipantSid
+
 if TYPE_CHECKING:
     from roost.room.participant import Participant
     from roost.room.room import Room
@@ -61,7 +63,7 @@ class ActiveSpeakers:
                 msg.speakers_changed.speakers.extend(entries)
                 p.send(msg)
 
-    def _visible_to(self, p: Participant) -> set[str]:
+    def _visible_to(self, p: Participant) -> set[ParticipantSid]:
         sids = {p.sid}
         for pub in self.room.subscriptions.publications():
             if p.sid in pub.subscribers:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from livekit.protocol import models, rtc
 
+from roost.ids import TrackSid
 from roost.room.tracks import Subscription, TrackPublication, quality_for
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ class Subscriptions:
         return [pub for p in self.room.participants.values()
                 for pub in p.publications.published.values()]
 
-    def find(self, track_sid: str) -> TrackPublication | None:
+    def find(self, track_sid: TrackSid) -> TrackPublication | None:
         for p in self.room.participants.values():
             pub = p.publications.published.get(track_sid)
             if pub is not None:
@@ -91,7 +92,7 @@ class Subscriptions:
         missing = []
         for sid in track_sids:
             sub.desired[sid] = subscribe
-            pub = self.find(sid)
+            pub = self.find(TrackSid(sid))
             if pub is None:
                 missing.append(sid)
                 continue
@@ -115,7 +116,7 @@ class Subscriptions:
 
     def apply_settings(self, sub: Participant, settings: rtc.UpdateTrackSettings) -> None:
         for sid in settings.track_sids:
-            pub = self.find(sid)
+            pub = self.find(TrackSid(sid))
             s = pub.subscribers.get(sub.sid) if pub is not None else None
             if s is None or pub is None:
                 continue

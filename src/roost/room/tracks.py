@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from livekit.protocol import models, rtc
 
 from roost import ids
+from roost.ids import ParticipantSid, TrackSid
 
 if TYPE_CHECKING:
     from roost.media.types import DownTrack, MediaInfo, UpTrack
@@ -57,12 +58,12 @@ class TrackPublication:
     info: models.TrackInfo
     cid: str
     up: UpTrack | None = None
-    subscribers: dict[str, Subscription] = field(default_factory=dict)  # by subscriber sid
+    subscribers: dict[ParticipantSid, Subscription] = field(default_factory=dict)
     ever_subscribed: bool = False
 
     @property
-    def sid(self) -> str:
-        return str(self.info.sid)
+    def sid(self) -> TrackSid:
+        return TrackSid(self.info.sid)
 
     @property
     def published(self) -> bool:
@@ -73,7 +74,7 @@ def new_track_info(req: rtc.AddTrackRequest) -> models.TrackInfo:
     """The TrackInfo roost answers an AddTrackRequest with."""
     tag = _SID_TAGS.get((req.type, req.source), "")
     info = models.TrackInfo(
-        sid=ids.new_id(ids.TRACK + tag, 12 - len(tag)),
+        sid=ids.track_sid(tag),
         type=req.type,
         name=req.name,
         muted=req.muted,
@@ -116,7 +117,7 @@ class PublisherTracks:
     def __init__(self, participant: Participant) -> None:
         self.participant = participant
         self.pending: dict[str, TrackPublication] = {}  # by cid
-        self.published: dict[str, TrackPublication] = {}  # by track sid
+        self.published: dict[TrackSid, TrackPublication] = {}
         self.unmatched: list[tuple[MediaInfo, UpTrack]] = []
 
     def add(self, req: rtc.AddTrackRequest) -> TrackPublication:
@@ -199,7 +200,7 @@ class PublisherTracks:
                 return pub
         return None
 
-    def remove(self, sid: str) -> TrackPublication | None:
+    def remove(self, sid: TrackSid) -> TrackPublication | None:
         pub = self.published.pop(sid, None)
         if pub is not None:
             self.participant.tracks.pop(sid, None)

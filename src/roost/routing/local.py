@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from roost.ids import RoomName
 from roost.routing.types import DRAINING, Bus, LocalLoad, NodeInfo
 
 
@@ -18,7 +19,7 @@ class LocalRouter:
         self.node_id = node_id
         self._load = load
         self._info = NodeInfo(id=node_id, url=url, started_at=time.time())
-        self.on_conflict: Callable[[str], None] = lambda room: None
+        self.on_conflict: Callable[[RoomName], None] = lambda room: None
 
     def _self(self) -> NodeInfo:
         load = self._load()
@@ -36,10 +37,10 @@ class LocalRouter:
     async def set_draining(self) -> None:
         self._info.state = DRAINING
 
-    async def place(self, room: str) -> NodeInfo:
+    async def place(self, room: RoomName) -> NodeInfo:
         return self._self()
 
-    async def owner(self, room: str) -> NodeInfo | None:
+    async def owner(self, room: RoomName) -> NodeInfo | None:
         return self._self() if room in self._load().rooms else None
 
     async def nodes(self) -> list[NodeInfo]:
@@ -51,5 +52,5 @@ class LocalRouter:
     def suspect(self, node_id: str) -> None:
         return None
 
-    def room_closed(self, room: str) -> None:
+    def room_closed(self, room: RoomName) -> None:
         return None

@@ -19,6 +19,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from roost.ids import RoomName
 from roost.routing.bus import RedisBus
 from roost.routing.types import (
     DRAINING,
@@ -98,7 +99,7 @@ class RedisRouter:
         self._bus = RedisBus(redis, node_id)
         self.bus: Bus | None = self._bus
         self.info = NodeInfo(id=node_id, url=url, started_at=time.time())
-        self.on_conflict: Callable[[str], None] = lambda room: None
+        self.on_conflict: Callable[[RoomName], None] = lambda room: None
         self._load = load
         self._nodes: dict[str, NodeInfo] = {}
         self._suspects: dict[str, float] = {}
@@ -186,7 +187,7 @@ class RedisRouter:
         await self._refresh_nodes([_text(m) for m in results[-1]])
         return registered
 
-    async def _claim_rooms(self, rooms: list[str]) -> None:
+    async def _claim_rooms(self, rooms: list[RoomName]) -> None:
         for start in range(0, len(rooms), CLAIM_CHUNK):
             chunk = rooms[start:start + CLAIM_CHUNK]
             conflicts = await self._claim(keys=[ROOM_KEY + r for r in chunk],
@@ -229,7 +230,7 @@ class RedisRouter:
     def is_alive(self, node_id: str) -> bool:
         return node_id in self._nodes and not self._suspected(node_id)
 
-    async def place(self, room: str) -> NodeInfo:
+    async def place(self, room: RoomName) -> NodeInfo:
         key = ROOM_KEY + room
         try:
             for _ in range(3):
@@ -279,7 +280,7 @@ class RedisRouter:
         return min(live, key=lambda n: (n.cpu > CPU_LIMIT, n.load + pending.get(n.id, 0),
                                         random.random()))
 
-    async def owner(self, room: str) -> NodeInfo | None:
+    async def owner(self, room: RoomName) -> NodeInfo | None:
         try:
             raw = await self.redis.get(ROOM_KEY + room)
             if raw is None:
@@ -298,12 +299,12 @@ class RedisRouter:
             raise RoutingUnavailable(f"redis unavailable: {exc}") from exc
         return [n for n in found.values() if not self._suspected(n.id)]
 
-    def room_closed(self, room: str) -> None:
+    def room_closed(self, room: RoomName) -> None:
         task = asyncio.get_running_loop().create_task(self._release_room(room))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _release_room(self, room: str) -> None:
+    async def _release_room(self, room: RoomName) -> None:
         if room in self._load().rooms:
             return  # re-created meanwhile: keep the claim
         with contextlib.suppress(*_FAILURES):

@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from roost.ids import RoomName
+
 SERVING = "serving"
 DRAINING = "draining"
 BINARY, TEXT, CLOSE = "b", "t", "c"  # stream frame kinds: protobuf, protojson, close
@@ -24,7 +26,7 @@ class NodeUnreachable(RoutingUnavailable, ConnectionError):
 class LocalLoad:
     """What this node hosts right now, for heartbeats and room claims."""
 
-    rooms: list[str] = field(default_factory=list)
+    rooms: list[RoomName] = field(default_factory=list)
     participants: int = 0
 
 
@@ -105,7 +107,7 @@ class Router(Protocol):
 
     node_id: str
     bus: Bus | None  # None when every room is on this node
-    on_conflict: Callable[[str], None]  # a room hosted here was found claimed by another node
+    on_conflict: Callable[[RoomName], None]  # a room hosted here was found claimed by another node
 
     async def start(self) -> None: ...
 
@@ -115,11 +117,11 @@ class Router(Protocol):
     async def set_draining(self) -> None:
         """Take no new rooms from now on."""
 
-    async def place(self, room: str) -> NodeInfo:
+    async def place(self, room: RoomName) -> NodeInfo:
         """The node hosting `room`, or the least-loaded live node, now claimed for it."""
         ...
 
-    async def owner(self, room: str) -> NodeInfo | None:
+    async def owner(self, room: RoomName) -> NodeInfo | None:
         """The live node hosting `room`, or None."""
         ...
 
@@ -134,5 +136,5 @@ class Router(Protocol):
     def suspect(self, node_id: str) -> None:
         """`node_id` did not answer: stop placing rooms there for a while."""
 
-    def room_closed(self, room: str) -> None:
+    def room_closed(self, room: RoomName) -> None:
         """A room of this node closed: release its claim."""

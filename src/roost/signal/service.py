@@ -16,6 +16,7 @@ from livekit.protocol import rtc
 from roost import ids
 from roost.auth import Claims, VideoGrant, issue_token
 from roost.config import Settings
+from roost.ids import ParticipantSid, RoomName
 from roost.media.icemux import IceMux
 from roost.media.transport import PeerTransport
 from roost.room.manager import JoinResult, RoomManager
@@ -49,16 +50,16 @@ class SignalService:
         bus = self.router.bus
         self.relay = SignalRelay(self, self.router, bus) if bus is not None else None
         self.sessions: set[SignalSession] = set()
-        self._grace: dict[str, asyncio.TimerHandle] = {}  # participant sid → removal timer
-        self._refresh: dict[str, asyncio.Task[None]] = {}
-        self._negotiators: dict[str, Negotiator] = {}
+        self._grace: dict[ParticipantSid, asyncio.TimerHandle] = {}  # resume-grace timers
+        self._refresh: dict[ParticipantSid, asyncio.Task[None]] = {}
+        self._negotiators: dict[ParticipantSid, Negotiator] = {}
         self._all_closed = asyncio.Event()
         self.ice_mux: IceMux | None = None  # the shared ICE sockets; set by the edge at start
         # participant sid → the STUN/TURN servers it is told about (JoinResponse, reconnect)
-        self.ice_servers: Callable[[str], list[rtc.ICEServer]] | None = None
+        self.ice_servers: Callable[[ParticipantSid], list[rtc.ICEServer]] | None = None
 
     # -- admission -------------------------------------------------------------
-    async def place(self, name: str) -> NodeInfo | None:
+    async def place(self, name: RoomName) -> NodeInfo | None:
         """The node to join room `name` on: None for this one, else a peer to relay to.
 
         Raises RoutingUnavailable when the cluster cannot say where the room belongs.
@@ -68,12 +69,12 @@ class SignalService:
         node = await self.router.place(name)
         return None if node.id == self.node_id else node
 
-    def hosts(self, room: str) -> bool:
+    def hosts(self, room: RoomName) -> bool:
         """Whether `room` is open on this node."""
         found = self.rooms.rooms.get(room)
         return found is not None and not found.closed
 
-    async def room_exists(self, room: str) -> bool:
+    async def room_exists(self, room: RoomName) -> bool:
         """Whether `room` is open on this node or, with several nodes, on any node."""
         if self.hosts(room):
             return True
@@ -300,7 +301,7 @@ class SignalService:
         room.remove(p, reason)
         self._forget(p)
 
-    def evict(self, name: str) -> None:
+    def evict(self, name: RoomName) -> None:
         """Another node holds this room: ask everyone here to rejoin (and land there)."""
         room = self.rooms.rooms.get(name)
         if room is None:

@@ -14,6 +14,7 @@ from livekit.protocol import models, rtc
 
 from roost import PROTOCOL_SERVER_VERSION, SERVER_PROTOCOL
 from roost.config import Settings
+from roost.ids import ParticipantSid
 from roost.signal.codec import FrameError, decode_request, encode_response
 from roost.signal.connection import (
     CLOSE_GOING_AWAY,
@@ -40,7 +41,7 @@ class SessionHost(Protocol):
     settings: Settings
     node_id: str
     # participant sid → the STUN/TURN servers it is told about; None for none
-    ice_servers: Callable[[str], list[rtc.ICEServer]] | None
+    ice_servers: Callable[[ParticipantSid], list[rtc.ICEServer]] | None
 
     def session_ended(self, session: SignalSession) -> None:
         """The connection is gone: hold the participant for a resume, or forget it."""

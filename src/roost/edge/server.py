@@ -71,7 +71,7 @@ class RoostServer:
         self.settings = settings
         self.verifier = TokenVerifier(settings.keys)
         self.rooms = RoomManager(settings)
-        self.router = make_router(settings.redis, ids.new_id(ids.NODE), node_url(settings),
+        self.router = make_router(settings.redis, ids.node_id(), node_url(settings),
                                   self._load)
         self.signal = SignalService(settings, self.rooms, self.router)
         self.router.on_conflict = self.signal.evict

@@ -45,7 +45,7 @@ class SignalService:
                  router: Router | None = None) -> None:
         self.settings = settings
         self.rooms = rooms
-        self.router: Router = router or LocalRouter(ids.new_id(ids.NODE))
+        self.router: Router = router or LocalRouter(ids.node_id())
         self.node_id = self.router.node_id
         bus = self.router.bus
         self.relay = SignalRelay(self, self.router, bus) if bus is not None else None

@@ -1,1 +1,1 @@
-"""Server APIs: the Twirp RoomService, and (later) webhooks."""
+"""Server APIs: Twirp RoomService and its CLI client, webhooks, calls forwarded between nodes."""

@@ -1,4 +1,4 @@
-"""The media plane: peer-connection transports (ICE/DTLS/SCTP), SDP, and later RTP forwarding."""
+"""The media plane: peer-connection transports (ICE/DTLS/SCTP), SDP, and the SFU forwarding RTP."""
 
 from roost.media.sdp import SdpError
 from roost.media.transport import PeerTransport

@@ -57,3 +57,15 @@ def test_limits_from_environment() -> None:
     assert ComposeLimits.from_env({}).join_timeout == 30.0
     with pytest.raises(ValueError):
         ComposeLimits.from_env({"ROOST_COMPOSE_BUFFER_SECONDS": "-1"})
+
+
+def test_defaults_are_lowered_to_a_lower_server_cap() -> None:
+    req = SessionRequest.parse({"faceId": "ada"}, 120)
+    assert (req.max_session_length, req.max_idle_time) == (120, 120)
+    with pytest.raises(RequestError, match="maxSessionLength"):
+        SessionRequest.parse({"faceId": "ada", "maxSessionLength": 121}, 120)
+
+
+def test_an_unknown_api_version_names_the_supported_ones() -> None:
+    with pytest.raises(RequestError, match="'v1' or 'v2'"):
+        SessionRequest.parse({"faceId": "ada", "apiVersion": "v3"}, 86_400)

@@ -53,8 +53,11 @@ class SessionRequest:
         handle_silence = body.get("handleSilence", True)
         if not isinstance(handle_silence, bool):
             raise RequestError("handleSilence must be a boolean")
-        length = _integer(body, "maxSessionLength", 3600, 1, max_session_length)
-        idle = _integer(body, "maxIdleTime", 300, 1, max_session_length)
+        # Simli's defaults, lowered to this server's cap when it is set below them
+        length = _integer(body, "maxSessionLength", min(3600, max_session_length), 1,
+                          max_session_length)
+        idle = _integer(body, "maxIdleTime", min(300, max_session_length), 1,
+                        max_session_length)
         start_frame = _integer(body, "startFrame", 0, 0, 10**9)
         fmt = body.get("audioInputFormat", "pcm16")
         if fmt not in AUDIO_FORMATS:
@@ -63,7 +66,8 @@ class SessionRequest:
         if version is None:
             version = "v2"
         if version not in API_VERSIONS:
-            raise RequestError(f"apiVersion {version!r} is not supported (use 'v2')")
+            raise RequestError(f"apiVersion {version!r} is not supported (use "
+                               + " or ".join(repr(v) for v in API_VERSIONS) + ")")
         return cls(face_id=face_id, handle_silence=handle_silence, max_session_length=length,
                    max_idle_time=idle, start_frame=start_frame, audio_input_format=fmt,
                    api_version=version)

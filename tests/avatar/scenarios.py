@@ -22,6 +22,7 @@ import numpy as np
 from livekit import api, rtc
 from tests.avatar import signals
 from tests.avatar.compose_client import ComposeSocket, http_url, request_token
+from tests.helpers.wait import until
 
 AVATAR_IDENTITY = "roost-avatar"
 # Where the mouth of face "ada" is in the 512x512 picture, with room for head motion.
@@ -205,7 +206,7 @@ async def compose_end_to_end(srv: dict[str, str]) -> dict[str, Any]:
                 await sock.ws.send_str("SKIP")
                 silent_at = await sock.wait_text("SILENT", 5, after=t_skip)
                 result["silent_event_after_skip_ms"] = round((silent_at - t_skip) * 1000)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(1.0)  # a window in which nothing more may be heard
                 gone = _silence_after(rec, t_skip)
                 result["skip_silence_ms"] = None if gone is None else round(gone * 1000)
                 late = rec.video_after(t_skip + 0.5)
@@ -273,7 +274,7 @@ async def agents_path(srv: dict[str, str]) -> dict[str, Any]:
             one = _resample(signals.speech(1.0, seed=5), rate)
             t1 = time.monotonic()
             await _stream(room, avatar_identity, one, rate)
-            await _wait(lambda: len(finished) >= 1, 6, "playback_finished of segment 1")
+            await until(lambda: len(finished) >= 1, 6, "playback_finished of segment 1")
             result["segment1"] = finished[0][1]
             result["segment1_after_ms"] = round((finished[0][0] - t1) * 1000)
             heard = [r for _, r in rec.audio_after(t1) if r > LOUD_RMS]
@@ -291,11 +292,11 @@ async def agents_path(srv: dict[str, str]) -> dict[str, Any]:
             answer = await room.local_participant.perform_rpc(
                 destination_identity=avatar_identity, method="lk.clear_buffer", payload="")
             result["clear_answer"] = answer
-            await _wait(lambda: len(finished) >= 2, 3, "playback_finished after clear_buffer")
+            await until(lambda: len(finished) >= 2, 3, "playback_finished after clear_buffer")
             result["segment2"] = finished[1][1]
             result["segment2_after_clear_ms"] = round((finished[1][0] - t_clear) * 1000)
             await writer_task
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(1.0)  # a window in which nothing more may be heard
             gone = _silence_after(rec, t_clear)
             result["clear_silence_ms"] = None if gone is None else round(gone * 1000)
             result["segment2_started_ms"] = round((t_clear - t2) * 1000)
@@ -322,14 +323,6 @@ async def _stream(room: rtc.Room, to: str, pcm: np.ndarray, rate: int, pace: flo
         if pace:
             await asyncio.sleep(0.02 * pace)
     await writer.aclose()
-
-
-async def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {what} within {timeout} s")
-        await asyncio.sleep(0.02)
 
 
 async def measure_latency(srv: dict[str, str], seconds: float = 6.0) -> dict[str, Any]:

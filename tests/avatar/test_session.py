@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from tests.helpers.wait import until
 
 from roost.avatar.animation import Animator
 from roost.avatar.faces import FACES
@@ -99,7 +100,7 @@ async def test_speech_then_done_plays_out_and_stops_last() -> None:
     avatar = FakeAvatar(client="client-1")
     s, channel = session(avatar, done_grace=0.05)
     await s.start()
-    await asyncio.sleep(0.05)
+    await until(lambda: "START" in channel.sent, 5, "START")
     await s.on_audio(np.full(3200, 8000, dtype=np.int16).tobytes())  # 0.2 s
     await s.on_text("DONE")
     await asyncio.wait_for(s.wait_closed(), 5)
@@ -112,7 +113,7 @@ async def test_avatar_failure_ends_the_session_with_error_and_nothing_after() ->
     avatar = FakeAvatar()
     s, channel = session(avatar, ack_interval=0.05)
     await s.start()
-    await asyncio.sleep(0.12)
+    await until(lambda: "ACK" in channel.sent, 5, "an ACK")
     avatar.on_failed("playout failed: boom")
     await asyncio.wait_for(s.wait_closed(), 5)
     count = len(channel.sent)

@@ -46,10 +46,6 @@ async def _camera(source: rtc.VideoSource) -> None:
         await asyncio.sleep(1 / 15)
 
 
-async def _until(predicate: Any, timeout: float, what: str) -> None:
-    await until(predicate, timeout, what)
-
-
 async def nack_and_pli_recovery(srv: dict[str, str]) -> dict[str, Any]:
     server = ServerInfo.from_dict(srv)
     rooms = Rooms(server)
@@ -78,7 +74,7 @@ async def nack_and_pli_recovery(srv: dict[str, str]) -> dict[str, Any]:
         track = rtc.LocalVideoTrack.create_video_track("camera", source)
         await asyncio.wait_for(alice.local_participant.publish_track(
             track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA)), 15)
-        await _until(lambda: sum(s.keyframe for s in seen) >= 1, 15, "first keyframe")
+        await until(lambda: sum(s.keyframe for s in seen) >= 1, 15, "first keyframe")
         for desc in offers:
             for m in desc.media:
                 for semantics, group in m.ssrc_groups:
@@ -91,9 +87,9 @@ async def nack_and_pli_recovery(srv: dict[str, str]) -> dict[str, Any]:
         # NACK: pretend the newest packet was lost; roost resends it over RTX from its cache.
         lost = [s for s in seen if s.ssrc == ssrc][-1]
         lite.subscriber.send_rtcp(build_nack(0x4C495445, ssrc, [lost.seq]))
-        await _until(lambda: any(s.ssrc in rtx_ssrcs and s.payload[2:] == lost.payload
-                                 and struct.unpack_from("!H", s.payload)[0] == lost.seq
-                                 for s in seen), 2, "RTX retransmission")
+        await until(lambda: any(s.ssrc in rtx_ssrcs and s.payload[2:] == lost.payload
+                                and struct.unpack_from("!H", s.payload)[0] == lost.seq
+                                for s in seen), 2, "RTX retransmission")
 
         # PLI: a fresh keyframe from the SDK's encoder, twice (past roost's PLI throttle).
         delays = []
@@ -101,8 +97,8 @@ async def nack_and_pli_recovery(srv: dict[str, str]) -> dict[str, Any]:
             await asyncio.sleep(1.2)
             asked = time.monotonic()
             lite.subscriber.send_rtcp(build_pli(0x4C495445, ssrc))
-            await _until(lambda t=asked: any(s.keyframe and s.at > t for s in seen), 3,
-                         "keyframe after PLI")
+            await until(lambda t=asked: any(s.keyframe and s.at > t for s in seen), 3,
+                        "keyframe after PLI")
             delays.append(next(s.at for s in seen if s.keyframe and s.at > asked) - asked)
         return {"retransmitted_seq": lost.seq, "pli_to_keyframe_ms": [round(d * 1000)
                                                                        for d in delays]}

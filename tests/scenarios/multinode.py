@@ -13,6 +13,7 @@ from typing import Any
 
 from livekit import rtc
 from tests.helpers.sdk import EventLog, Rooms
+from tests.helpers.wait import until
 from tests.scenarios.media import SAMPLE_RATE, TONE_HZ, _background, _tone, heard_pitch
 
 ROOM = "cluster"
@@ -87,14 +88,6 @@ def _exists(path: str) -> bool:
     return Path(path).exists()
 
 
-async def _wait_for_file(path: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not _exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} did not appear within {timeout:.0f} s")
-        await asyncio.sleep(0.05)
-
-
 async def data_survives_redis_restart(node_a: dict[str, str], node_b: dict[str, str],
                                       ready_file: str, restarted_file: str) -> dict[str, Any]:
     """Data flows, Redis restarts under the cluster (the parent does it), data flows again."""
@@ -103,7 +96,8 @@ async def data_survives_redis_restart(node_a: dict[str, str], node_b: dict[str, 
     try:
         await _exchange(alice, alice_events, bob, bob_events, "before")
         _touch(ready_file)
-        await _wait_for_file(restarted_file, 30)
+        await until(lambda: _exists(restarted_file), 30, f"{restarted_file} to appear",
+                    interval=0.05)
         # Clients whose signalling was relayed lose it with Redis and resume; media and data
         # go straight to the room's node, so they may never notice. Either way, within
         # bounded time both must be connected and exchanging data again.

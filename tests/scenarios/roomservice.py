@@ -15,6 +15,7 @@ from livekit.api.twirp_client import TwirpClient
 from livekit.protocol import models
 from livekit.protocol import room as room_pb
 from tests.helpers.sdk import EventLog, Rooms, ServerInfo, wait_until
+from tests.helpers.wait import until_async
 
 ROOM = "roomservice"
 M = TypeVar("M", bound=Message)
@@ -253,13 +254,14 @@ async def admin_mute_reaches_publisher_and_subscriber(srv: dict[str, str]) -> No
         sid = publication.sid
         tone = asyncio.get_running_loop().create_task(_feed(source))
         async with lkapi(srv) as lk:
-            for _ in range(100):  # the server lists the track once its media arrived
+            async def listed() -> models.ParticipantInfo | None:
                 info = await lk.room.get_participant(
                     api.RoomParticipantIdentity(room=ROOM, identity="alice")
                 )
-                if info.tracks:
-                    break
-                await asyncio.sleep(0.1)
+                return info if info.tracks else None
+
+            # the server lists the track once its media arrived
+            info = await until_async(listed, 10, "alice's track listed", interval=0.1)
             assert [t.sid for t in info.tracks] == [sid], info
 
             resp = await lk.room.mute_published_track(

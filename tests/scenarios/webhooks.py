@@ -7,8 +7,9 @@ import contextlib
 from typing import Any
 
 import aiohttp
-from livekit import rtc
+from livekit import api, rtc
 from tests.helpers.sdk import Rooms
+from tests.helpers.wait import until_async
 
 
 async def _feed(source: rtc.AudioSource) -> None:
@@ -36,6 +37,17 @@ async def _scrape_until(srv: dict[str, str], needles: list[str], timeout: float 
     return text
 
 
+async def _until_listed(srv: dict[str, str], room_name: str, tracks: int) -> None:
+    """Wait until the server lists `tracks` published tracks of Alice's (RoomService)."""
+    async with api.LiveKitAPI(srv["url"], srv["api_key"], srv["api_secret"]) as lk:
+        async def listed() -> bool:
+            info = await lk.room.get_participant(
+                api.RoomParticipantIdentity(room=room_name, identity="alice"))
+            return len(info.tracks) == tracks
+
+        await until_async(listed, 10, f"{tracks} of alice's tracks listed", interval=0.1)
+
+
 async def publish_then_leave(srv: dict[str, str], room_name: str,
                              scrape_for: list[str] | None = None) -> dict[str, Any]:
     """Alice joins, publishes a microphone, sends one data packet, unpublishes and leaves.
@@ -60,14 +72,14 @@ async def publish_then_leave(srv: dict[str, str], room_name: str,
             await alice.local_participant.publish_data(b"hello", reliable=True)
             if scrape_for:
                 result["metrics"] = await _scrape_until(srv, scrape_for)
-            else:
-                await asyncio.sleep(1.0)
+            else:  # the track is published (its media arrived) before it is unpublished
+                await _until_listed(srv, room_name, 1)
         finally:
             feeding.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await feeding
         await asyncio.wait_for(alice.local_participant.unpublish_track(publication.sid), 10)
-        await asyncio.sleep(0.5)
+        await _until_listed(srv, room_name, 0)  # unpublished before alice leaves
         await asyncio.wait_for(alice.disconnect(), 10)
         return result
     finally:

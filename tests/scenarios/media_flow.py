@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from typing import Any
 
 import numpy as np
 from livekit import rtc
 from tests.helpers.sdk import EventLog, Rooms
 from tests.helpers.signals import dominant_hz, first_frames, mean_rgb
+from tests.helpers.wait import until, until_async
 
 SAMPLE_RATE = 48_000
 FRAME = SAMPLE_RATE // 100  # 10 ms
@@ -57,6 +57,11 @@ class Tone:
     def burst(self, seconds: float) -> None:
         self._left = round(seconds * SAMPLE_RATE / self.frame)
 
+    @property
+    def playing(self) -> bool:
+        """Whether frames of the current burst are still to be captured."""
+        return self._left > 0
+
     async def _feed(self) -> None:
         n = self.frame
         silence = rtc.AudioFrame(bytes(2 * n), SAMPLE_RATE, 1, n)
@@ -83,6 +88,7 @@ class Ear:
 
     def __init__(self, track: rtc.Track, label: str = "", frame_ms: int = 10) -> None:
         self.label = label
+        self.track = track
         self.stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1,
                                       frame_size_ms=frame_ms)
         self.loud: list[np.ndarray] = []
@@ -112,6 +118,11 @@ class Ear:
     def reset(self) -> None:
         self.loud = []
 
+    async def packets(self) -> int:
+        """RTP packets the SDK has received on the track (its inbound-rtp stats)."""
+        return sum(s.inbound_rtp.received.packets_received for s in await self.track.get_stats()
+                   if s.WhichOneof("stats") == "inbound_rtp")
+
     async def close(self) -> None:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -120,9 +131,19 @@ class Ear:
 
 
 async def _wait_heard(ears: list[Ear], seconds: float, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while any(e.loud_seconds < seconds for e in ears) and time.monotonic() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.05)
+    """Until each ear heard `seconds` of tone, or `timeout` (then `_check` tells what it heard)."""
+    with contextlib.suppress(TimeoutError):
+        await until(lambda: all(e.loud_seconds >= seconds for e in ears), timeout, interval=0.05)
+
+
+async def _settled(ears: list[Ear], packets: int = 25, timeout: float = 10) -> None:
+    """Until each ear's track has received `packets` RTP packets (half a second of Opus): the
+    subscription is settled and silence flows, so a burst that starts now is heard whole."""
+    async def received() -> bool:
+        return all([await e.packets() >= packets for e in ears])
+
+    await until_async(received, timeout, f"{packets} packets on every subscription",
+                      interval=0.1)
 
 
 def _check(ear: Ear, hz: float) -> None:
@@ -147,14 +168,20 @@ async def tone_is_heard_whole(srv: dict[str, str]) -> dict[str, Any]:
         track, _, _ = await events.wait("track_subscribed", timeout=15)
         ear = Ear(track, "bob<-alice")
         ears.append(ear)
-        await asyncio.sleep(1.0)  # the subscription settles, silence flows
+        await _settled([ear])
         ear.reset()
         burst = 3.0
         tone.burst(burst)
         await events.wait("active_speakers_changed",
                           lambda speakers: [p.identity for p in speakers] == ["alice"],
                           timeout=burst)
-        await asyncio.sleep(burst + 1.5)
+
+        def over() -> bool:  # heard, and the speaker update after the tone has come
+            speakers = events.all("active_speakers_changed")[-1][0]
+            return ear.loud_seconds >= 0.9 * burst and speakers == []
+
+        with contextlib.suppress(TimeoutError):  # the assertions below say what was missing
+            await until(over, burst + 3)
         heard = ear.loud_seconds / burst
         assert heard >= 0.9, f"heard {ear.loud_seconds:.2f} s of a {burst:.1f} s tone"
         _check(ear, 440)
@@ -226,7 +253,7 @@ async def selective_subscription(srv: dict[str, str]) -> dict[str, Any]:
         for tone in tones.values():
             tone.burst(60)
         await events.wait("track_published", lambda p, who: who.identity == "bob", timeout=15)
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.5)  # a wait for nothing: no subscription may come
         assert events.count("track_subscribed") == 0, "subscribed although auto_subscribe=False"
 
         def remote(who: str) -> rtc.RemoteTrackPublication:
@@ -279,14 +306,14 @@ async def permission_revoke_and_restore(srv: dict[str, str]) -> dict[str, Any]:
         tone.burst(1.5)
         await _wait_heard(ears, 1.0, timeout=8)
         _check(before, 440)
-        await asyncio.sleep(1.0)
+        await until(lambda: not tone.playing, 5, "the first burst to end")
 
         alice.local_participant.set_track_subscription_permissions(
             allow_all_participants=False, participant_permissions=[])
         await asyncio.sleep(1.0)  # the revocation and the subscriber renegotiation land
         before.reset()
         tone.burst(1.5)
-        await asyncio.sleep(2.5)
+        await asyncio.sleep(2.5)  # a wait for nothing: the tone must not reach Bob
         assert before.loud_seconds < 0.1, f"revoked, yet heard {before.loud_seconds:.2f} s"
         assert events.count("track_subscribed") == 1
 
@@ -294,10 +321,7 @@ async def permission_revoke_and_restore(srv: dict[str, str]) -> dict[str, Any]:
             allow_all_participants=False,
             participant_permissions=[
                 rtc.ParticipantTrackPermission(participant_identity="bob", allow_all=True)])
-        deadline = time.monotonic() + 10
-        while events.count("track_subscribed") < 2:
-            assert time.monotonic() < deadline, f"no second subscription: {events.events}"
-            await asyncio.sleep(0.05)
+        await events.wait_count("track_subscribed", 2, timeout=10)
         track = events.all("track_subscribed")[-1][0]
         after = Ear(track, "bob<-alice (allowed again)")
         ears.append(after)
@@ -329,16 +353,16 @@ async def six_way_call(srv: dict[str, str]) -> dict[str, Any]:
             joined[n] = await rooms.join(n, "six", room=room)
         for n in names:
             await tones[n].publish(joined[n])
-        deadline = time.monotonic() + 30
-        while any(log.count("track_subscribed") < 5 for log in logs.values()):
-            if time.monotonic() > deadline:
-                counts = {n: log.count("track_subscribed") for n, log in logs.items()}
-                raise TimeoutError(f"subscriptions after 30 s: {counts}")
-            await asyncio.sleep(0.1)
+
+        def subscribed() -> dict[str, int]:
+            return {n: log.count("track_subscribed") for n, log in logs.items()}
+
+        await until(lambda: min(subscribed().values()) >= 5, 30,
+                    lambda: f"five subscriptions each; got {subscribed()}", interval=0.1)
         for n, log in logs.items():
             for track, _, who in log.all("track_subscribed"):
                 ears[(n, who.identity)] = Ear(track, f"{n}<-{who.identity}", frame_ms=50)
-        await asyncio.sleep(1.0)
+        await _settled(list(ears.values()))
         for tone in tones.values():
             tone.burst(3.0)
         await _wait_heard(list(ears.values()), 1.5, timeout=15)

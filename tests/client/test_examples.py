@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from livekit import api
 from tests.client.helpers import Recorder, joined, wait_until
 from tests.helpers.server import REPO_ROOT, RoostServer, tail
 from tests.helpers.signals import dominant_hz
+from tests.helpers.wait import until_async
 
 from roost import client as rc
 
@@ -28,6 +30,16 @@ def _tone_wav(path: Path, hz: float, seconds: float) -> None:
         wav.setsampwidth(2)
         wav.setframerate(RATE)
         wav.writeframes((np.sin(2 * np.pi * hz * x) * 0.5 * 32767).astype(np.int16).tobytes())
+
+
+async def _until_in_room(server: RoostServer, room: str, identity: str) -> None:
+    """Until the server lists `identity` in `room` (RoomService)."""
+    async with api.LiveKitAPI(server.http_url, server.api_key, server.api_secret) as lk:
+        async def present() -> bool:
+            listed = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+            return any(p.identity == identity for p in listed.participants)
+
+        await until_async(present, 30, f"{identity} in {room}", interval=0.1)
 
 
 def _output(log: Path) -> str:
@@ -56,7 +68,7 @@ async def test_publish_wav_is_recorded_by_record_wav(server: RoostServer, tmp_pa
     _tone_wav(source, 440, 4.0)
     recorder = await _run(server, "record_wav.py", str(recorded), "--room", "wav",
                           "--from", "player", "--seconds", "2", log=tmp_path / "record.log")
-    await asyncio.sleep(1.0)
+    await _until_in_room(server, "wav", "wav-recorder")
     player = await _run(server, "publish_wav.py", str(source), "--room", "wav", "--identity",
                         "player", log=tmp_path / "publish.log")
     await _finish(recorder, tmp_path / "record.log")

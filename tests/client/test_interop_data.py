@@ -52,7 +52,7 @@ async def test_data_packets_both_ways_with_destinations(server: RoostServer,
             assert packet.participant is not None and packet.participant.identity == "official"
             expected = rc.DataPacketKind.KIND_RELIABLE if reliable else rc.DataPacketKind.KIND_LOSSY
             assert packet.kind == expected
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # a wait for nothing: carol must get none of it
         assert not any(p.data.startswith(b"from official") for (p,) in carol_got.all(
             "data_received"))
 

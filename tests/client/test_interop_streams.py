@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from tests.client.helpers import Recorder, wait_until, with_official
 from tests.helpers.server import RoostServer
+from tests.helpers.wait import until_async
 
 from roost import client as rc
 
@@ -62,17 +63,12 @@ async def test_text_and_byte_streams_both_ways(server: RoostServer, tmp_path: Pa
             await writer.write(payload[offset : offset + 32_768])
         await writer.aclose()
 
-        report: dict = {}
+        async def official_has_all() -> dict | None:
+            report = await peer.call("received")
+            return report if len(report["texts"]) >= 1 and len(report["files"]) >= 2 else None
 
-        async def official_has_all() -> None:
-            nonlocal report
-            for _ in range(200):
-                report = await peer.call("received")
-                if len(report["texts"]) >= 1 and len(report["files"]) >= 2:
-                    return
-                await asyncio.sleep(0.1)
-
-        await asyncio.wait_for(official_has_all(), 30)
+        report = await until_async(official_has_all, 30, "the text and both files at the official",
+                                   interval=0.1)
         (got_text,) = report["texts"]
         assert got_text["sha256"] == _sha(text) and got_text["chars"] == len(text)
         assert got_text["sender"] == "roost" and got_text["stream_id"] == info.stream_id
@@ -118,10 +114,7 @@ async def test_metadata_name_and_attributes_both_ways(server: RoostServer,
             view = await official_view()
             return view.get("attributes", {}).get("seat") == "3"
 
-        for _ in range(50):
-            if await converged():
-                break
-            await asyncio.sleep(0.1)
+        await until_async(converged, 5, "the official's view of roost's attributes", interval=0.1)
         assert view["metadata"] == '{"role": "host"}' and view["name"] == "Roost Host"
         assert view["attributes"] == {"mood": "calm", "seat": "3"}
         await local.set_attributes({"seat": ""})  # an empty value deletes

@@ -59,7 +59,7 @@ async def test_audio_source_queues_and_clears() -> None:
     await source.capture_frame(rc.AudioFrame.create(48_000, 1, 2_400))  # 50 ms
     assert source.queued_duration == pytest.approx(0.05)
     blocked = asyncio.ensure_future(source.capture_frame(rc.AudioFrame.create(48_000, 1, 4_800)))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # a wait for nothing: the capture must stay blocked
     assert not blocked.done()  # 150 ms queued > 100 ms: waits for room
     source.clear_queue()
     await asyncio.wait_for(blocked, 1)

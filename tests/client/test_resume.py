@@ -37,7 +37,8 @@ async def test_signal_cut_resumes_without_losing_publications_or_data(server: Ro
                 await asyncio.sleep(0.02)
 
         sender = asyncio.ensure_future(send_numbers())
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: len(bob_events.all("data_received")) >= 10,
+                         what="the first numbers at bob")  # the cut comes mid-stream
         await alice.simulate_scenario(rc.SimulateScenarioKind.SIGNAL_RECONNECT)
         await alice_events.wait("reconnecting", timeout=5)
         # a signal request made while the socket is down is sent after the resume
@@ -47,7 +48,7 @@ async def test_signal_cut_resumes_without_losing_publications_or_data(server: Ro
         await asyncio.wait_for(update, 10)
 
         await bob_events.wait("data_received", lambda p: p.data == b"59")
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # a wait for nothing: no number may arrive twice
         numbers = [int(p.data) for (p,) in bob_events.all("data_received") if p.topic == "seq"]
         assert numbers == list(range(60)), numbers  # each exactly once, in order
         await bob_events.wait("participant_metadata_changed",
@@ -101,13 +102,14 @@ async def test_signal_cut_resumes_and_data_sent_across_it_arrives_once(server: R
                 await asyncio.sleep(0.02)
 
         sender = asyncio.ensure_future(send_numbers())
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: len(bob_events.all("data_received")) >= 10,
+                         what="the first numbers at bob")  # the cut comes mid-stream
         await alice.simulate_scenario(rc.SimulateScenarioKind.SIGNAL_RECONNECT)
         await alice_events.wait("reconnecting", timeout=5)
         await alice_events.wait("reconnected", timeout=15)
         await asyncio.wait_for(sender, 20)
         await bob_events.wait("data_received", lambda p: p.data == b"59")
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # a wait for nothing: no number may arrive twice
         numbers = [int(p.data) for (p,) in bob_events.all("data_received")]
         assert numbers == list(range(60)), numbers
         assert alice.local_participant.sid == sid_before

@@ -55,7 +55,7 @@ async def test_manual_subscription_and_active_speakers(server: RoostServer) -> N
             (remote_pub, who) = await events.wait("track_published", timeout=15)
             assert (remote_pub.sid, who.identity) == (publication.sid, "alice")
             assert remote_pub.kind == rc.TrackKind.KIND_AUDIO and not remote_pub.subscribed
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(1.0)  # a wait for nothing: no subscription may come
             assert events.all("track_subscribed") == []  # auto_subscribe is off
 
             remote_pub.set_subscribed(True)

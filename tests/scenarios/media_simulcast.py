@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from livekit import rtc
 from tests.helpers.sdk import EventLog, Rooms
+from tests.helpers.wait import until
 
 WIDTH, HEIGHT = 1280, 720
 
@@ -48,15 +49,20 @@ class Screen:
             self.sizes.append((time.monotonic(), event.frame.width, event.frame.height))
 
     async def wait_size(self, width: int, timeout: float) -> tuple[int, int]:
-        deadline = time.monotonic() + timeout
+        """Until three or more of the last five frames came since the call, all `width` wide."""
         since = time.monotonic()
-        while time.monotonic() < deadline:
+
+        def steady() -> tuple[int, int] | None:
             recent = [(w, h) for t, w, h in self.sizes[-5:] if t >= since]
             if len(recent) >= 3 and all(w == width for w, _ in recent):
                 return recent[-1]
-            await asyncio.sleep(0.05)
-        seen = sorted({(w, h) for _, w, h in self.sizes[-30:]})
-        raise TimeoutError(f"no {width}-wide frames within {timeout:.0f} s; recent sizes {seen}")
+            return None
+
+        def seen() -> str:
+            sizes = sorted({(w, h) for _, w, h in self.sizes[-30:]})
+            return f"{width}-wide frames; recent sizes {sizes}"
+
+        return await until(steady, timeout, seen, interval=0.05)
 
     async def close(self) -> None:
         self._task.cancel()

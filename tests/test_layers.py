@@ -15,11 +15,13 @@ FORBIDDEN = {
     "media": ("roost.room", "roost.signal", "roost.edge", "roost.api", "roost.routing"),
     "room": ("roost.signal", "roost.edge", "roost.api"),
     "signal": ("roost.edge", "roost.api"),
+    "agents": ("roost.edge", "roost.api", "roost.signal", "roost.media"),
     "routing": ("roost.room", "roost.signal", "roost.edge", "roost.api", "roost.media"),
 }
 # package → third-party modules that belong to another layer
 FOREIGN = {
     "signal": ("aiohttp",),
+    "agents": ("aiohttp",),
     "room": ("aiohttp",),
     "media": ("aiohttp",),
 }

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from google.protobuf import json_format
+from livekit.protocol import room as room_pb
 
 from roost.limits import Limits
 
@@ -80,6 +82,34 @@ class RoomConfig:
     departure_timeout: int = 20
     max_participants: int = 0
     enable_remote_unmute: bool = False
+    # named RoomConfigurations (`roomPreset` in a token, `room_preset` in CreateRoom), each
+    # in protobuf JSON field names, e.g. {agents: [{agent_name: x}], max_participants: 4}
+    room_configurations: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def presets(self) -> dict[str, room_pb.RoomConfiguration]:
+        """`room_configurations` as RoomConfiguration messages (checked by validate)."""
+        out = {}
+        for name, value in self.room_configurations.items():
+            conf = room_pb.RoomConfiguration()
+            json_format.ParseDict(value or {}, conf, ignore_unknown_fields=True)
+            out[str(name)] = conf
+        return out
+
+
+@dataclass
+class AgentsConfig:
+    """Agent dispatch (`agents.*`, roost's; livekit-server has no such section)."""
+
+    enabled: bool = True  # serve /agent and dispatch jobs
+    availability_timeout: float = 10.0  # seconds a worker has to answer an offer
+    # beyond livekit: a job whose worker's connection is lost is offered to another worker
+    # once its agent has left the room (a worker that reconnects keeps its jobs)
+    reassign_orphaned_jobs: bool = True
+    # beyond livekit: a job whose agent has not joined this many seconds after assignment is
+    # ended and its worker told (0 = wait forever, as livekit does)
+    job_join_timeout: float = 30.0
+    # agent_job_started / agent_job_ended webhooks (in the protocol; livekit never sends them)
+    job_webhooks: bool = True
 
 
 @dataclass
@@ -122,6 +152,7 @@ class Settings:
     room: RoomConfig = field(default_factory=RoomConfig)
     limit: Limits = field(default_factory=Limits)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    agents: AgentsConfig = field(default_factory=AgentsConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
 
     def validate(self) -> None:
@@ -148,6 +179,10 @@ class Settings:
                 raise ConfigError(f"{name} {port} is out of range")
         if rtc.use_external_ip and not rtc.stun_servers and not rtc.node_ip:
             raise ConfigError("rtc.use_external_ip needs rtc.stun_servers (host:port) to ask")
+        try:
+            self.room.presets()
+        except (json_format.ParseError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"room.room_configurations: {exc}") from exc
         if turn.enabled:
             if turn.tls_port and not turn.external_tls and not (turn.cert_file and turn.key_file):
                 raise ConfigError("turn.tls_port needs turn.cert_file and turn.key_file "

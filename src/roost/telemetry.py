@@ -52,6 +52,15 @@ WEBHOOK_DROPPED = Counter(
 WEBHOOK_RETRIES = Counter("roost_webhook_retries", "Failed webhook attempts that were retried",
                           registry=REGISTRY)
 
+AGENT_JOBS = Counter(
+    "roost_agent_jobs",
+    "Agent jobs by outcome (assigned|rejected|timeout|no_worker|join_timeout|reassigned)",
+    ["outcome"], registry=REGISTRY)
+AGENT_DISPATCH_LATENCY = Histogram(
+    "roost_agent_dispatch_seconds", "Job created → assigned to a worker",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+    registry=REGISTRY)
+
 for _result in ("success", "failure"):
     WEBHOOK_DELIVERIES.labels(_result)
 
@@ -59,6 +68,13 @@ for _result in ("success", "failure"):
 def count_error(kind: str) -> None:
     """Count one error of `kind` (a short snake_case name such as `signal_frame`)."""
     ERRORS.labels(kind).inc()
+
+
+def count_agent_job(outcome: str, dispatch_seconds: float | None = None) -> None:
+    """Count one agent job outcome; an assignment also records its dispatch latency."""
+    AGENT_JOBS.labels(outcome).inc()
+    if dispatch_seconds is not None:
+        AGENT_DISPATCH_LATENCY.observe(max(0.0, dispatch_seconds))
 
 
 def observe_join_stage(stage: str, seconds: float) -> None:

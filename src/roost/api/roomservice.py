@@ -20,7 +20,7 @@ from roost.config import Settings
 from roost.ids import Identity, RoomName, TrackSid
 from roost.room.manager import RoomManager
 from roost.room.participant import Participant
-from roost.room.room import Reason, Room
+from roost.room.room import JoinError, Reason, Room
 from roost.signal.service import SignalService
 
 log = logging.getLogger("roost.api")
@@ -95,14 +95,24 @@ class RoomService:
         self._check_metadata(req.metadata)
         for agent in req.agents:
             self._check_metadata(agent.metadata)
+            if not self.limit.check_attributes(dict(agent.attributes)):
+                raise errors.invalid_argument("agent dispatch attributes exceed the size limit")
         if req.HasField("egress"):
             raise TwirpError("internal", "egress not connected (redis required)")
+        given = room_pb.RoomConfiguration(
+            empty_timeout=req.empty_timeout, departure_timeout=req.departure_timeout,
+            max_participants=req.max_participants, metadata=req.metadata, agents=req.agents)
+        try:
+            cfg = self.rooms.room_configuration(given, req.room_preset)
+        except JoinError as exc:
+            raise errors.invalid_argument(str(exc)) from exc
         room = self.rooms.create_room(
             RoomName(req.name),
-            empty_timeout=req.empty_timeout,
-            departure_timeout=req.departure_timeout,
-            max_participants=req.max_participants,
-            metadata=req.metadata,
+            empty_timeout=cfg.empty_timeout,
+            departure_timeout=cfg.departure_timeout,
+            max_participants=cfg.max_participants,
+            metadata=cfg.metadata,
+            agents=list(cfg.agents),
         )
         return room.to_proto()
 

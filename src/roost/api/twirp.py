@@ -1,4 +1,5 @@
-"""Twirp transport for livekit.RoomService: body limits, auth, routing, protobuf/JSON codecs.
+"""Twirp transport for livekit.RoomService and livekit.AgentDispatchService: body limits, auth,
+routing, protobuf/JSON codecs.
 
 Order of checks follows livekit-server: body size (plain-text 413), then the token
 (plain-text 401 from the auth middleware), then Twirp routing and decoding (Twirp JSON
@@ -8,6 +9,7 @@ errors), then the method's own permission guard and validation.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from google.protobuf import json_format
@@ -16,11 +18,14 @@ from livekit.protocol import room as room_pb
 
 from roost.api.errors import TwirpError, bad_route
 from roost.api.forward import ApiForwarder
-from roost.api.roomservice import RoomService
+from roost.api.roomservice import Method, RoomService
 from roost.auth import AuthError, Claims, TokenVerifier
 from roost.config import Settings
 from roost.room.manager import RoomManager
 from roost.signal.service import SignalService
+
+if TYPE_CHECKING:
+    from roost.agents.service import AgentService
 
 log = logging.getLogger("roost.api")
 
@@ -60,14 +65,21 @@ def decode(message: Message, body: bytes, content_type: str) -> None:
 
 
 class RoomServiceAPI:
-    """The RoomService Twirp endpoints on the main HTTP port."""
+    """The Twirp endpoints on the main HTTP port: RoomService, and AgentDispatchService when
+    agents are enabled."""
 
     def __init__(self, settings: Settings, verifier: TokenVerifier, rooms: RoomManager,
-                 signal: SignalService) -> None:
+                 signal: SignalService, agents: AgentService | None = None) -> None:
         self.settings = settings
         self.verifier = verifier
         self.service = RoomService(settings, rooms, signal)
-        self.methods = self.service.methods()
+        self.services: dict[str, dict[str, tuple[type[Message], Method]]] = {
+            SERVICE: self.service.methods()}
+        if agents is not None:
+            from roost.api.agentdispatch import SERVICE as DISPATCH
+            from roost.api.agentdispatch import AgentDispatchService
+
+            self.services[DISPATCH] = AgentDispatchService(settings, rooms, agents).methods()
         self.forwarder = ApiForwarder(signal.router)
 
     def add_routes(self, app: web.Application) -> None:
@@ -112,7 +124,7 @@ class RoomServiceAPI:
         if request.method != "POST":
             raise bad_route(f'unsupported method "{request.method}" (only POST is allowed)',
                             request.method, request.path)
-        entry = self.methods.get(method) if service == SERVICE else None
+        entry = self.services.get(service, {}).get(method)
         if entry is None or "/" in method:
             raise bad_route(f'no handler for path "{request.path}"', request.method,
                             request.path)
@@ -138,7 +150,7 @@ class RoomServiceAPI:
         except TwirpError:
             raise
         except Exception as exc:
-            log.exception("RoomService.%s failed", method)
+            log.exception("%s.%s failed", service, method)
             raise TwirpError("internal", f"{method} failed: {exc}") from exc
         if content_type == JSON:
             return web.Response(text=encode_json(result), content_type=JSON)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 from google.protobuf.json_format import MessageToDict
-from livekit.protocol import models, webhook
+from livekit.protocol import agent, models, webhook
 
 from roost import ids, telemetry
 from roost.auth import issue_token
@@ -126,6 +126,17 @@ class WebhookNotifier:
         if track is not None:
             proto.track.CopyFrom(track)
         self.enqueue(proto, room.name)
+
+    def on_job(self, event: str, room: models.Room | None, job: agent.Job) -> None:
+        """agent_job_started / agent_job_ended, with the job (and its room while it exists)."""
+        if self._closed:
+            return
+        proto = webhook.WebhookEvent(event=event, id=ids.new_id(ids.WEBHOOK_EVENT),
+                                     created_at=int(time.time()))
+        if room is not None:
+            proto.room.CopyFrom(room)
+        proto.job.CopyFrom(job)
+        self.enqueue(proto, job.room.name)
 
     def enqueue(self, proto: webhook.WebhookEvent, resource: str) -> None:
         """Queue an event on each URL's lane for `resource`; never blocks."""

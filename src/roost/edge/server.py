@@ -7,21 +7,26 @@ import logging
 import signal
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from livekit.protocol import agent
 
 from roost import ids
 from roost.auth import TokenVerifier
 from roost.config import Settings
 from roost.edge.metrics import Metrics
 from roost.edge.rtc import RTCEndpoints
+from roost.ids import RoomName
 from roost.media.icemux import IceMux
 from roost.room.manager import RoomManager
 from roost.room.participant import Participant
 from roost.room.room import Room
 from roost.routing import LocalLoad, make_router
 from roost.signal.service import SignalService
+
+if TYPE_CHECKING:
+    from roost.agents.service import AgentService
 
 log = logging.getLogger("roost.server")
 
@@ -80,9 +85,18 @@ class RoostServer:
                                    client_max_size=settings.limit.api_body_size)
         self.app.router.add_get("/", self.health)
         RTCEndpoints(settings, self.verifier, self.signal).add_routes(self.app)
+        self.agents: AgentService | None = None
+        if settings.agents.enabled:
+            from roost.agents.service import AgentService
+            from roost.edge.agent import AgentEndpoint
+
+            self.agents = AgentService(settings, self.rooms, self.signal.node_id)
+            AgentEndpoint(self.verifier, self.agents,
+                          settings.limit.signal_message_size).add_routes(self.app)
         from roost.api.twirp import RoomServiceAPI  # the API layer sits beside the edge
 
-        RoomServiceAPI(settings, self.verifier, self.rooms, self.signal).add_routes(self.app)
+        RoomServiceAPI(settings, self.verifier, self.rooms, self.signal,
+                       self.agents).add_routes(self.app)
         from roost.avatar.compose import ComposeService
 
         ComposeService(settings, self.rooms).add_routes(self.app)
@@ -91,6 +105,8 @@ class RoostServer:
         self.webhooks = WebhookNotifier.from_settings(settings)
         if self.webhooks is not None:
             self.rooms.listeners.append(self.webhooks.on_event)
+            if self.agents is not None and settings.agents.job_webhooks:
+                self.agents.job_listeners.append(self._job_webhook)
         self.metrics = Metrics(self.rooms, lambda: (self.ice_mux, self.turn))
         self.metrics.add_routes(self.app)
         self._runner: web.AppRunner | None = None
@@ -107,6 +123,11 @@ class RoostServer:
                     track: object) -> None:
         if event == "room_finished":
             self.router.room_closed(room.name)
+
+    def _job_webhook(self, event: str, room: RoomName, job: agent.Job) -> None:
+        if self.webhooks is not None:
+            found = self.rooms.rooms.get(room)
+            self.webhooks.on_job(event, found.to_proto() if found is not None else None, job)
 
     async def health(self, request: web.Request) -> web.Response:
         if self.rooms.draining:
@@ -159,6 +180,8 @@ class RoostServer:
         log.info("draining (deadline %.0fs)", self.settings.drain_timeout)
         await self.router.set_draining()
         await self.signal.drain(self.settings.drain_timeout)
+        if self.agents is not None:
+            await self.agents.stop()
         await self.rooms.stop()
         await self.router.stop()
         if self.webhooks is not None:

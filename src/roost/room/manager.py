@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from livekit.protocol import models
+from livekit.protocol import agent_dispatch, models
+from livekit.protocol import room as room_pb
 
 from roost.auth import Claims
 from roost.config import Settings
@@ -70,8 +71,13 @@ class RoomManager:
         departure_timeout: int = 0,
         max_participants: int = 0,
         metadata: str = "",
+        agents: list[agent_dispatch.RoomAgentDispatch] | None = None,
     ) -> Room:
-        """Create `name` or return it if it exists (as CreateRoom does)."""
+        """Create `name` or return it if it exists (as CreateRoom does).
+
+        `agents`: the room's agent dispatches (RoomConfiguration.agents); None or empty: the
+        default dispatch for unnamed workers.
+        """
         room = self.rooms.get(name)
         if room is not None and not room.closed:
             return room
@@ -89,6 +95,7 @@ class RoomManager:
         room.on_track.append(lambda r, p, pub, published: self.emit(
             "track_published" if published else "track_unpublished", r, p, pub.info))
         room.allow_pause = self.settings.rtc.allow_pause
+        room.agent_dispatches = list(agents) if agents else None
         self.rooms[name] = room
         room.start()
         log.info("room created", extra=room.log_extra())
@@ -154,17 +161,17 @@ class RoomManager:
         if room is None:
             if not self.settings.room.auto_create and not claims.video.room_create:
                 raise JoinError("requested room does not exist", 404)
-            cfg = claims.room_config
+            cfg = self.room_configuration(claims.room_config, claims.room_preset)
             room = self.create_room(
                 name,
-                empty_timeout=cfg.empty_timeout if cfg else 0,
-                departure_timeout=cfg.departure_timeout if cfg else 0,
-                max_participants=cfg.max_participants if cfg else 0,
-                metadata=cfg.metadata if cfg else "",
+                empty_timeout=cfg.empty_timeout,
+                departure_timeout=cfg.departure_timeout,
+                max_participants=cfg.max_participants,
+                metadata=cfg.metadata,
+                agents=list(cfg.agents),
             )
         if existing is not None:
             room.remove(existing, Reason.DUPLICATE_IDENTITY)
-        room.check_join()
         attrs = dict(claims.attributes)
         for k, v in (attributes or {}).items():
             if v:
@@ -180,7 +187,31 @@ class RoomManager:
             api_key=claims.api_key,
             grant_raw=dict(claims.raw),
         )
+        room.check_join(participant)
         return JoinResult(room, participant, False)
+
+    def room_configuration(self, given: room_pb.RoomConfiguration | None,
+                           preset: str = "") -> room_pb.RoomConfiguration:
+        """A token's or CreateRoom's room configuration over the named preset's (a field the
+        request leaves unset takes the preset's), as livekit's room allocator merges them.
+
+        Raises JoinError for a preset `room.room_configurations` does not define.
+        """
+        out = room_pb.RoomConfiguration()
+        if given is not None:
+            out.CopyFrom(given)
+        if not preset:
+            return out
+        base = self.settings.room.presets().get(preset)
+        if base is None:
+            raise JoinError(f"unknown room configuration {preset!r}", 400)
+        for name in ("empty_timeout", "departure_timeout", "max_participants",
+                     "min_playout_delay", "max_playout_delay", "metadata"):
+            if not getattr(out, name):
+                setattr(out, name, getattr(base, name))
+        if not out.agents:
+            out.agents.extend(base.agents)
+        return out
 
     def find(self, room_name: RoomName, identity: Identity) -> tuple[Room, Participant] | None:
         room = self.rooms.get(room_name)

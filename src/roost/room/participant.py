@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from roost.room.types import SignalSink
 
 log = logging.getLogger("roost.participant")
+_DEPENDENT_KINDS = (models.ParticipantInfo.Kind.AGENT, models.ParticipantInfo.Kind.EGRESS)
 
 State = models.ParticipantInfo.State
 
@@ -101,6 +102,12 @@ class Participant:
     @property
     def hidden(self) -> bool:
         return bool(self.permission.hidden)
+
+    @property
+    def is_dependent(self) -> bool:
+        """An agent or egress: it does not count toward limits, keep the room open or get
+        agent jobs of its own (livekit's IsDependent)."""
+        return self.kind in _DEPENDENT_KINDS or bool(self.permission.agent)
 
     @property
     def subscriber_primary(self) -> bool:

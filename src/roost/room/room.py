@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from google.protobuf.message import DecodeError
-from livekit.protocol import models, rtc
+from livekit.protocol import agent_dispatch, models, rtc
 
 from roost import ids
 from roost.ids import Identity, ParticipantSid, RoomName, TrackSid
@@ -60,6 +60,8 @@ class Room:
         self.participants: dict[Identity, Participant] = {}
         self.closed = False
         self.allow_pause = False  # rtc.congestion_control.allow_pause, set by the manager
+        # RoomConfiguration.agents as the room was created with; None: the default dispatch
+        self.agent_dispatches: list[agent_dispatch.RoomAgentDispatch] | None = None
         self.ever_joined = False
         self.last_left_at = 0.0
         self.version = 0
@@ -117,7 +119,7 @@ class Room:
             creation_time=self.creation_time,
             creation_time_ms=self.creation_time_ms,
             metadata=self.metadata,
-            num_participants=len(visible),
+            num_participants=sum(1 for p in visible if not p.is_dependent),
             num_publishers=sum(1 for p in visible if p.is_publisher),
         )
         room.version.unix_micro = self.creation_time_ms * 1000
@@ -125,18 +127,24 @@ class Room:
         return room
 
     # -- membership ----------------------------------------------------------
-    def check_join(self) -> None:
+    def counted(self) -> list[Participant]:
+        """The participants limits and emptiness count: not hidden, not agents or egress."""
+        return [p for p in self.participants.values() if not p.hidden and not p.is_dependent]
+
+    def check_join(self, joining: Participant | None = None) -> None:
         if self.closed:
             raise JoinError("room is closed", 503)
-        counted = [p for p in self.participants.values() if not p.hidden]
-        if self.max_participants and len(counted) >= self.max_participants:
+        if joining is not None and joining.is_dependent:
+            return  # agents do not count toward max_participants
+        if self.max_participants and len(self.counted()) >= self.max_participants:
             raise JoinError("room is full", 503)
 
     def join(self, participant: Participant) -> rtc.JoinResponse:
         """Add `participant`; returns the room part of its JoinResponse."""
-        self.check_join()
+        self.check_join(participant)
         self.participants[participant.identity] = participant
-        self.ever_joined = True
+        if not participant.is_dependent:
+            self.ever_joined = True
         dynacast = Dynacast(participant)
         self._dynacast[participant.sid] = dynacast
         participant.on_quality_change = dynacast.update
@@ -169,7 +177,8 @@ class Room:
         del self.participants[participant.identity]
         participant.disconnect_reason = reason
         participant.set_state(State.DISCONNECTED)
-        self.last_left_at = time.monotonic()
+        if not participant.is_dependent:
+            self.last_left_at = time.monotonic()
         self.subscriptions.on_left(participant)
         dynacast = self._dynacast.pop(participant.sid, None)
         if dynacast is not None:

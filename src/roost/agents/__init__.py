@@ -1,0 +1,1 @@
+"""LiveKit Agents: the `/agent` worker protocol, job dispatch into rooms, AgentDispatchService."""

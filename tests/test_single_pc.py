@@ -6,17 +6,21 @@ logs which path each join took) and never fall back to `/rtc`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import gzip
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from typing import Any
 
 import aiohttp
 import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from livekit.protocol import rtc
 from tests.helpers.scenario import run_scenario
 from tests.helpers.server import RoostServer
+from tests.helpers.wait import until
 from tests.rawclient import http_upgrade
 from tests.test_browser import _MISSING, Browser, _join, browser, python_side  # noqa: F401
 
@@ -57,15 +61,68 @@ def test_python_sdk_colour_is_seen(v1_server: RoostServer) -> None:
     _assert_only_v1(v1_server, 2)
 
 
-def test_more_tracks_than_sections_ask_for_sections(v1_server: RoostServer) -> None:
-    """Four audio publishers: the subscriber is asked for sections and gets all four."""
-    result = run_scenario(
-        "tests.scenarios.single_pc:four_publishers_reach_one_subscriber", v1_server.info)
-    print(result)
+async def test_more_tracks_than_sections_ask_for_sections(v1_server: RoostServer) -> None:
+    """Four audio publishers: the subscriber is asked for sections and gets all four.
+
+    The SDK hears each tone on an audio section of its own, all on its one connection
+    (livekit 1.2.1's first offer has three). A raw v1 client that offered none is asked for
+    audio sections once it is subscribed."""
+    async with _sections_observer(v1_server, "four") as asked:
+        result = await asyncio.to_thread(
+            run_scenario, "tests.scenarios.single_pc:four_publishers_reach_one_subscriber",
+            v1_server.info)
+        print(result)
+        await until(lambda: asked, 10, "a media sections requirement at the observer")
+    for who, hz in {"p1": 440, "p2": 550, "p3": 660, "p4": 770}.items():
+        assert abs(result[who] - hz) < 15, result
+    assert len(set(result["audio_mids"])) == 4 and result["second_pc_audio_mids"] == [], result
+    # asked when its first subscription came, for audio only (the next once it re-offers,
+    # which it never does, or after roost's answer timeout)
+    assert asked[0].num_audios > 0 and all(a.num_videos == 0 for a in asked), asked
     _assert_only_v1(v1_server, 5)
-    text = _log(v1_server)
-    asked = [line for line in text.splitlines() if "media sections requirement: " in line]
-    assert any("requirement: 0 audio" not in line for line in asked), asked
+
+
+@contextlib.asynccontextmanager
+async def _sections_observer(server: RoostServer, room: str
+                             ) -> AsyncIterator[list[rtc.MediaSectionsRequirement]]:
+    """A raw v1 client in `room` (aiortc's peer connection) that offers a data channel and no
+    media section, subscribes to everything and never offers again: the
+    MediaSectionsRequirements roost sends it."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.createDataChannel("_reliable")
+    await pc.setLocalDescription(await pc.createOffer())
+    offer = rtc.SessionDescription(type="offer", sdp=pc.localDescription.sdp)
+    query = "join_request=" + _join_request(
+        compress=True, publisher_offer=offer,
+        connection_settings=rtc.ConnectionSettings(auto_subscribe=True))
+    asked: list[rtc.MediaSectionsRequirement] = []
+    try:
+        async with aiohttp.ClientSession() as session, session.ws_connect(
+                f"{server.url}/rtc/v1?{query}",
+                headers={"Authorization": f"Bearer {server.token('observer', room)}"}) as ws:
+            first = rtc.SignalResponse.FromString(await ws.receive_bytes(timeout=5))
+            assert first.WhichOneof("message") == "join", first
+
+            async def read() -> None:
+                async for msg in ws:
+                    if msg.type == aiohttp.WSMsgType.BINARY:
+                        response = rtc.SignalResponse.FromString(msg.data)
+                        kind = response.WhichOneof("message")
+                        if kind == "answer":  # connect, to become a subscriber
+                            await pc.setRemoteDescription(RTCSessionDescription(
+                                sdp=response.answer.sdp, type="answer"))
+                        elif kind == "media_sections_requirement":
+                            asked.append(response.media_sections_requirement)
+
+            reader = asyncio.ensure_future(read())
+            try:
+                yield asked
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+    finally:
+        await pc.close()
 
 
 # -- raw requests ----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -198,8 +199,12 @@ async def tone_is_heard_whole(srv: dict[str, str]) -> dict[str, Any]:
 async def publishers_reach_one_listener(
     srv: dict[str, str], room: str, listener: str, pitches: dict[str, float], *,
     subscribe_timeout: float, heard_timeout: float,
+    observe: Callable[[rtc.Room], Awaitable[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
-    """Each publisher sends its tone; `listener` hears each one on that publisher's track."""
+    """Each publisher sends its tone; `listener` hears each one on that publisher's track.
+
+    The result maps each publisher to the pitch heard; `observe(listener's room)`, if given,
+    adds what it reports once every tone was heard."""
     rooms = Rooms(srv)
     tones = {who: Tone(hz) for who, hz in pitches.items()}
     ears: dict[str, Ear] = {}
@@ -219,7 +224,10 @@ async def publishers_reach_one_listener(
         await _wait_heard(list(ears.values()), 1.5, timeout=heard_timeout)
         for identity, ear in ears.items():
             _check(ear, tones[identity].hz)
-        return {who: round(e.pitch, 1) for who, e in ears.items()}
+        result: dict[str, Any] = {who: round(e.pitch, 1) for who, e in ears.items()}
+        if observe is not None:
+            result.update(await observe(listening))
+        return result
     finally:
         for e in ears.values():
             await e.close()

@@ -129,3 +129,38 @@ async def test_audio_after_done_is_an_error() -> None:
     await s.on_audio(b"\x00\x00")
     await asyncio.wait_for(s.wait_closed(), 5)
     assert channel.sent[-1] == "ERROR audio received after DONE"
+
+
+class SlowAvatar(FakeAvatar):
+    """Joins only when `gate` is set, so audio can arrive before START."""
+
+    def __init__(self, client: str = "") -> None:
+        super().__init__(client)
+        self.gate = asyncio.Event()
+
+    async def join(self, url: str, token: str) -> None:
+        self._task = asyncio.create_task(self.playout.run())
+        await self.gate.wait()
+
+
+async def test_speech_before_the_avatar_joined_is_told_after_start() -> None:
+    avatar = SlowAvatar(client="client-1")
+    s, channel = session(avatar, done_grace=0.05)
+    spoke = asyncio.Event()
+    told = avatar.playout.on_speaking
+    assert told is not None
+
+    def speaking(now: bool) -> None:
+        told(now)
+        spoke.set()
+
+    avatar.playout.on_speaking = speaking
+    await s.start()
+    await s.on_audio(np.full(9600, 8000, dtype=np.int16).tobytes())  # 0.6 s
+    await asyncio.wait_for(spoke.wait(), 5)  # speaking began while the avatar was joining
+    avatar.gate.set()
+    await until(lambda: "SPEAK" in channel.sent, 5, "SPEAK")
+    texts = [t for t in channel.sent if not t.startswith("{")]
+    assert texts.index("START") < texts.index("SPEAK"), texts
+    await s.on_text("DONE")
+    await asyncio.wait_for(s.wait_closed(), 5)

@@ -88,6 +88,8 @@ class ComposeSession:
         self._tasks: set[asyncio.Task[None]] = set()
         self._client_joined = asyncio.Event()
         self._published = False
+        self._started = False  # START sent: SPEAK/SILENT may follow
+        self._speaking_now = False
         self._last_activity = time.monotonic()
         self._closed = asyncio.Event()
         playout = avatar.playout
@@ -132,6 +134,9 @@ class ComposeSession:
         if self.state == "open" and self._client_joined.is_set():
             self.state = "live"
         await self._send(START)
+        self._started = True
+        if self._speaking_now and not self.closed:  # speech began before START went out
+            await self._send(SPEAK)
 
     def _participant_connected(self, identity: str) -> None:
         if identity == self.join.client_identity and not self._client_joined.is_set():
@@ -197,7 +202,8 @@ class ComposeSession:
 
     def _speaking(self, speaking: bool) -> None:
         self._last_activity = time.monotonic()
-        if not self.closed:
+        self._speaking_now = speaking
+        if not self.closed and self._started:  # before START, it is told after START
             self._spawn(self._send(SPEAK if speaking else SILENT))
 
     async def _deadline(self, seconds: float, done: asyncio.Event, reason: str) -> None:

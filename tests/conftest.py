@@ -1,8 +1,9 @@
 """Shared fixtures: a real roost server per test, and scenario runs in child processes.
 
 `server` starts `python -m roost serve --dev` on a free port (function scope); `start_server`
-is the factory for tests that need extra CLI arguments or several servers. When a test fails,
-the tail of each server log it used is attached to the report.
+is the factory for tests that need extra CLI arguments or several servers; `redis_server`
+and `cluster` give several nodes on a real Redis. When a test fails, the tail of each
+server log it used is attached to the report.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `tests.helpers` must import the same way in the child
     sys.path.insert(0, str(ROOT))
 
+from tests.helpers.cluster import Cluster  # noqa: E402
+from tests.helpers.redis import RedisProcess, RedisUnavailable, ensure_redis_server  # noqa: E402
 from tests.helpers.server import RoostServer, ServerStartError, start_server  # noqa: E402
 
 SERVERS_KEY = pytest.StashKey[list[RoostServer]]()
@@ -87,3 +90,31 @@ def server(request: pytest.FixtureRequest, start_server: Callable[..., RoostServ
     """A ready roost on a free port; `indirect` parametrisation may pass extra CLI args."""
     extra = getattr(request, "param", ())
     return start_server(*extra)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A throwaway redis-server (the test skips, saying why, when none can be installed)."""
+    try:
+        binary = ensure_redis_server()
+        proc = RedisProcess(binary, tmp_path / "redis.log").start()
+    except RedisUnavailable as exc:
+        pytest.skip(f"multi-node tests need redis-server: {exc}")
+    yield proc
+    proc.kill()
+
+
+@pytest.fixture
+def cluster(redis_server: RedisProcess,
+            start_server: Callable[..., RoostServer]) -> Callable[..., Cluster]:
+    """Factory: `cluster(n, *extra_cli_args)` starts n nodes on `redis_server` and waits
+    until all are registered."""
+
+    def make(count: int, *extra: str) -> Cluster:
+        nodes = [start_server("--redis-host", redis_server.address, *extra)
+                 for _ in range(count)]
+        made = Cluster(redis_server, nodes)
+        made.wait_registered(count)
+        return made
+
+    return make

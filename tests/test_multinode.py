@@ -8,12 +8,10 @@ the tests skip, saying why, only when that fails).
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,90 +20,14 @@ import redis
 from livekit import api
 from livekit.protocol import models, rtc
 from livekit.protocol import room as room_pb
-from tests.helpers.redis import (
-    RedisProcess,
-    RedisUnavailable,
-    SentinelProcess,
-    ensure_redis_server,
-)
+from tests.helpers.cluster import Cluster
+from tests.helpers.redis import RedisProcess, RedisUnavailable, SentinelProcess
 from tests.helpers.scenario import run_scenario
 from tests.helpers.server import RoostServer
 from tests.helpers.wait import until, until_async
 from tests.rawclient import ClientPool, HandshakeRefused, RawClient
 
 SCENARIOS = "tests.scenarios.multinode"
-REGISTRY_TIMEOUT = 10.0
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
-    try:
-        binary = ensure_redis_server()
-        proc = RedisProcess(binary, tmp_path / "redis.log").start()
-    except RedisUnavailable as exc:
-        pytest.skip(f"multi-node tests need redis-server: {exc}")
-    yield proc
-    proc.kill()
-
-
-@dataclass
-class Cluster:
-    """Roost nodes sharing `redis`; node ids come from the registry in Redis."""
-
-    redis: RedisProcess
-    nodes: list[RoostServer]
-
-    def registry(self) -> dict[str, dict[str, Any]]:
-        """Live node id → its registry entry."""
-        return {k.removeprefix("roost:node:"): json.loads(v)
-                for k, v in self.redis.keys("roost:node:*").items()}
-
-    def node_id(self, server: RoostServer) -> str:
-        for node_id, entry in self.registry().items():
-            if entry["url"] == server.http_url:
-                return node_id
-        raise AssertionError(f"{server.http_url} is not registered")
-
-    def server(self, node_id: str) -> RoostServer:
-        for server in self.nodes:
-            if self.node_id(server) == node_id:
-                return server
-        raise AssertionError(f"no live server has node id {node_id}")
-
-    def others(self, server: RoostServer) -> list[RoostServer]:
-        return [s for s in self.nodes if s is not server]
-
-    def room_owner(self, room: str) -> str | None:
-        return self.redis.keys(f"roost:room:{room}").get(f"roost:room:{room}")
-
-    def kill(self, server: RoostServer) -> None:
-        """SIGKILL a node (the harness then ignores its exit code)."""
-        proc = server.process
-        assert proc is not None
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(5)
-        server.process = None
-        self.nodes.remove(server)
-
-    def wait_registered(self, count: int, timeout: float = REGISTRY_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.registry()) != count:
-            assert time.monotonic() < deadline, f"registry: {self.registry()}"
-            time.sleep(0.1)
-
-
-@pytest.fixture
-def cluster(redis_server: RedisProcess,
-            start_server: Callable[..., RoostServer]) -> Callable[[int], Cluster]:
-    """Factory: `cluster(n)` starts n nodes on `redis_server` and waits until all registered."""
-
-    def make(count: int) -> Cluster:
-        nodes = [start_server("--redis-host", redis_server.address) for _ in range(count)]
-        made = Cluster(redis_server, nodes)
-        made.wait_registered(count)
-        return made
-
-    return make
 
 
 def test_nodes_find_redis_through_sentinel(redis_server: RedisProcess, tmp_path: Path,

@@ -27,6 +27,7 @@ class JobRecord:
     joined: bool = False  # its participant has been seen in the room
     orphaned: bool = False  # its worker's connection ended while the job was running
     tried: set[str] = field(default_factory=set)  # worker ids offered this job
+    worker_node: str = ""  # the node of its worker when that is not this one
 
     @property
     def status(self) -> int:
@@ -41,6 +42,20 @@ class JobRecord:
         state.status = status  # type: ignore[assignment]
         state.error = error
         state.ended_at = state.updated_at = time.time_ns()
+
+
+ASSIGNED, NO_WORKER, REJECTED, TIMEOUT, CANCELLED = (
+    "assigned", "no_worker", "rejected", "timeout", "cancelled")
+
+
+@dataclass
+class Placement:
+    """How offering a job to one node's workers ended (and to whom, when assigned)."""
+
+    outcome: str  # ASSIGNED, NO_WORKER (none left to ask), REJECTED, TIMEOUT or CANCELLED
+    worker_id: str = ""
+    identity: str = ""
+    node: str = ""  # the worker's node, when it is another one
 
 
 @dataclass

@@ -6,7 +6,8 @@ dispatch for unnamed workers. Each dispatch launches a JT_ROOM job at once, a JT
 job per (non-agent) participant that joins and a JT_PUBLISHER job per first publisher,
 for whichever worker type it matches. A job goes to an available worker of the dispatch's
 agent name, picked at random weighted by `1 - load`; one that declines is skipped for the
-next. Beyond the reference (settings.agents): a job whose worker's connection is lost is
+next; when none of this node's workers takes it, the other nodes' are asked (cluster.py).
+Beyond the reference (settings.agents): a job whose worker's connection is lost is
 offered again once its agent has left, and a job whose agent never joins is ended.
 """
 
@@ -23,7 +24,17 @@ from typing import TYPE_CHECKING, Any
 from livekit.protocol import agent, agent_dispatch, models
 
 from roost import ids
-from roost.agents.jobs import Dispatch, JobRecord, job_token
+from roost.agents.jobs import (
+    ASSIGNED,
+    CANCELLED,
+    NO_WORKER,
+    REJECTED,
+    TIMEOUT,
+    Dispatch,
+    JobRecord,
+    Placement,
+    job_token,
+)
 from roost.agents.worker import (
     DISPATCH,
     JOB,
@@ -38,10 +49,12 @@ from roost.ids import Identity, RoomName
 from roost.telemetry import count_agent_job
 
 if TYPE_CHECKING:
+    from roost.agents.cluster import AgentCluster
     from roost.config import Settings
     from roost.room.manager import RoomManager
     from roost.room.participant import Participant
     from roost.room.room import Room
+    from roost.routing import Router
 
 log = logging.getLogger("roost.agents")
 
@@ -57,7 +70,8 @@ JobListener = Callable[[str, RoomName, agent.Job], None]
 class AgentService:
     """Dispatches agents into the rooms of this node, to the workers registered here."""
 
-    def __init__(self, settings: Settings, rooms: RoomManager, node_id: str) -> None:
+    def __init__(self, settings: Settings, rooms: RoomManager, node_id: str,
+                 router: Router | None = None) -> None:
         self.settings = settings
         self.rooms = rooms
         self.node_id = node_id
@@ -67,6 +81,11 @@ class AgentService:
         self.job_listeners: list[JobListener] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.random = random.Random()
+        self.cluster: AgentCluster | None = None  # in Redis mode: workers on other nodes
+        if router is not None and router.bus is not None:
+            from roost.agents.cluster import AgentCluster
+
+            self.cluster = AgentCluster(self, router, router.bus)
         rooms.listeners.append(self.on_room_event)
 
     # -- workers -----------------------------------------------------------------------
@@ -96,34 +115,48 @@ class AgentService:
                  extra=worker.log_extra())
         for job_id in list(worker.jobs):
             record = self.jobs.get(job_id)
-            if record is None or record.finished:
-                continue
-            record.orphaned = True
-            room = self._open_room(record.room)
-            present = room is not None and record.identity and \
-                Identity(record.identity) in room.participants
-            if room is not None and not present and self.settings.agents.reassign_orphaned_jobs:
-                self._relaunch(record)
+            if record is not None and not record.finished:
+                self.orphan(record)
+            elif record is None and self.cluster is not None:
+                self.cluster.worker_lost(job_id)
+
+    def orphan(self, record: JobRecord) -> None:
+        """The job's worker is gone: offer it again once its agent is not in the room."""
+        record.orphaned = True
+        room = self._open_room(record.room)
+        present = room is not None and record.identity and \
+            Identity(record.identity) in room.participants
+        if room is not None and not present and self.settings.agents.reassign_orphaned_jobs:
+            self._relaunch(record)
 
     def migrate(self, worker: Worker, job_ids: list[str]) -> None:
         """A reconnected worker still runs these jobs: they are its own again."""
         for job_id in job_ids:
             record = self.jobs.get(job_id)
-            if record is not None and not record.finished:
+            if record is not None and not record.finished and not record.worker_node:
                 record.worker, record.orphaned = worker, False
                 worker.jobs[job_id] = record.job
+            elif record is None and self.cluster is not None:
+                self.cluster.migrated(worker, job_id)
 
     def _job_status(self, worker: Worker, update: agent.UpdateJobStatus) -> None:
         record = self.jobs.get(update.job_id)
+        if record is None and self.cluster is not None and update.job_id in worker.jobs:
+            self.cluster.job_status(worker, update)  # the job's room is on another node
+            return
         if record is None or record.worker is not worker:
             log.debug("status for unknown job %s", update.job_id, extra=worker.log_extra())
             return
+        self.apply_status(record, update.status, update.error)
+
+    def apply_status(self, record: JobRecord, status: int, error: str) -> None:
+        """A status its worker reported for a job of a room here."""
         state = record.job.state
         state.updated_at = time.time_ns()
-        if update.status in (JS.JS_SUCCESS, JS.JS_FAILED):
-            self._finish(record, update.status, update.error)
+        if status in (JS.JS_SUCCESS, JS.JS_FAILED):
+            self._finish(record, status, error, reported=True)
         else:
-            state.status = update.status
+            state.status = status  # type: ignore[assignment]
 
     # -- rooms ------------------------------------------------------------------------
     def _open_room(self, name: RoomName) -> Room | None:
@@ -242,13 +275,34 @@ class AgentService:
             if key in d.launched_for:
                 return
             d.launched_for.add(key)
-        if not any(w.agent_name == d.info.agent_name and w.job_type == job_type
-                   for w in self.workers.values()):
-            if job_type == JT.JT_ROOM or d.info.agent_name:
-                log.info("no %s worker for agent %r: job not dispatched",
-                         JT.Name(job_type), d.info.agent_name, extra=room.log_extra())
-                count_agent_job("no_worker")
+        if any(w.agent_name == d.info.agent_name and w.job_type == job_type
+               for w in self.workers.values()):
+            self._new_job(room, d, job_type, p)
+        elif self.cluster is not None:
+            self._spawn(self._launch_if_registered(room.name, d, job_type, p))
+        else:
+            self._not_dispatched(room, d, job_type)
+
+    async def _launch_if_registered(self, name: RoomName, d: Dispatch, job_type: int,
+                                    p: Participant | None) -> None:
+        assert self.cluster is not None
+        registered = await self.cluster.registered(d.info.agent_name, job_type)
+        room = self._open_room(name)
+        if room is None or self.dispatches.get(name, {}).get(d.id) is not d:
             return
+        if registered:
+            self._new_job(room, d, job_type, p)
+        else:
+            self._not_dispatched(room, d, job_type)
+
+    def _not_dispatched(self, room: Room, d: Dispatch, job_type: int) -> None:
+        if job_type == JT.JT_ROOM or d.info.agent_name:
+            log.info("no %s worker for agent %r: job not dispatched",
+                     JT.Name(job_type), d.info.agent_name, extra=room.log_extra())
+            count_agent_job("no_worker")
+
+    def _new_job(self, room: Room, d: Dispatch, job_type: int,
+                 p: Participant | None) -> None:
         job = agent.Job(id=ids.new_id(JOB), dispatch_id=d.id, type=job_type,  # type: ignore[arg-type]
                         agent_name=d.info.agent_name, metadata=d.info.metadata,
                         deployment=d.info.deployment)
@@ -285,51 +339,95 @@ class AgentService:
         self._spawn(self._assign(fresh))
 
     async def _assign(self, record: JobRecord) -> None:
-        """Offer the job to workers in turn until one accepts (or none is left)."""
+        """Offer the job here, then to the other nodes' workers, until one accepts."""
         job, started = record.job, time.monotonic()
-        extra = {"room": record.room, "job": job.id}
-        while not record.finished:
-            worker = self.pick(job.agent_name, job.type, record.tried)
+        placement = Placement(NO_WORKER)
+        if self.pick(job.agent_name, job.type, record.tried) is not None:
+            placement = await self.offer_here(
+                job, record.tried, lambda w, identity: self._take(record, w, identity),
+                lambda: self._take(record, None, ""))
+        if placement.outcome == NO_WORKER and self.cluster is not None and not record.finished:
+            placement = await self.cluster.offer_elsewhere(record)
+        self._placed(record, placement, time.monotonic() - started)
+
+    async def offer_here(self, job: agent.Job, tried: set[str],
+                         take: Callable[[Worker, str], bool],
+                         release: Callable[[], object]) -> Placement:
+        """Offer `job` to this node's workers in turn (weighted by spare load) until one
+        accepts; `take` records the acceptance before the assignment goes out (False
+        cancels: the room went away meanwhile), `release` undoes it if that fails."""
+        extra = {"room": job.room.name, "job": job.id}
+        while True:
+            worker = self.pick(job.agent_name, job.type, tried)
             if worker is None:
-                log.info("no agent worker available for job %s", job.id, extra=extra)
-                self._finish(record, JS.JS_FAILED, "no workers available")
-                count_agent_job("no_worker")
-                return
-            record.tried.add(worker.id)
+                return Placement(NO_WORKER)
+            tried.add(worker.id)
             try:
                 answer = await worker.offer(job, self.settings.agents.availability_timeout)
             except (WorkerNotAvailable, WorkerClosed):
                 continue
             except JobRejected:
-                self._finish(record, JS.JS_SUCCESS, "")  # rejected with terminate: done
-                count_agent_job("rejected")
-                return
+                return Placement(REJECTED, worker.id)
             except AvailabilityTimeout as exc:
                 log.info("%s", exc, extra=extra)
-                self._finish(record, JS.JS_FAILED, "agent worker availability timeout")
-                count_agent_job("timeout")
-                return
-            if record.finished or self._open_room(record.room) is None:
-                return  # the room or dispatch went away while the worker decided
+                return Placement(TIMEOUT, worker.id)
             identity = answer.participant_identity or f"agent-{job.id}"
             answer.participant_identity = identity
-            secret = self.settings.keys.get(worker.api_key, "")
+            if not take(worker, identity):
+                return Placement(CANCELLED)
             state = job.state
             state.worker_id, state.participant_identity = worker.id, identity
             state.status = JS.JS_RUNNING
             state.started_at = state.updated_at = time.time_ns()
-            record.worker, record.identity = worker, identity
+            secret = self.settings.keys.get(worker.api_key, "")
             try:
                 await worker.assign(job, job_token(worker, secret, job, answer))
             except WorkerClosed:
-                record.worker = None
+                release()
                 continue
             log.info("job %s assigned to worker %s as %s", job.id, worker.id, identity,
                      extra=extra)
-            count_agent_job("assigned", time.monotonic() - started)
+            return Placement(ASSIGNED, worker.id, identity)
+
+    def _take(self, record: JobRecord, worker: Worker | None, identity: str) -> bool:
+        if worker is not None and (record.finished or self._open_room(record.room) is None):
+            return False
+        record.worker, record.identity = worker, identity
+        return True
+
+    def _placed(self, record: JobRecord, placement: Placement, elapsed: float) -> None:
+        """Record how the offers ended: a running job, or a finished one saying why."""
+        extra = {"room": record.room, "job": record.job.id}
+        outcome = placement.outcome
+        if outcome == ASSIGNED and placement.node:  # a worker of another node took it
+            state = record.job.state
+            state.worker_id, state.participant_identity = placement.worker_id, \
+                placement.identity
+            state.status = JS.JS_RUNNING
+            state.started_at = state.updated_at = time.time_ns()
+            record.worker_node, record.identity = placement.node, placement.identity
+            if record.finished and self.cluster is not None:  # ended meanwhile: end theirs
+                self.cluster.end_elsewhere(placement.node, record.job.id)
+                return
+            if self._open_room(record.room) is None:
+                self._finish(record, JS.JS_SUCCESS, "")
+                return
+            log.info("job %s assigned to worker %s on node %s as %s", record.job.id,
+                     placement.worker_id, placement.node, placement.identity, extra=extra)
+        if outcome == ASSIGNED:
+            count_agent_job("assigned", elapsed)
             self._emit("agent_job_started", record)
             self._spawn(self._expect_join(record))
-            return
+        elif outcome == NO_WORKER and not record.finished:
+            log.info("no agent worker available for job %s", record.job.id, extra=extra)
+            self._finish(record, JS.JS_FAILED, "no workers available")
+            count_agent_job("no_worker")
+        elif outcome == REJECTED:
+            self._finish(record, JS.JS_SUCCESS, "")  # rejected with terminate: done
+            count_agent_job("rejected")
+        elif outcome == TIMEOUT:
+            self._finish(record, JS.JS_FAILED, "agent worker availability timeout")
+            count_agent_job("timeout")
 
     async def _expect_join(self, record: JobRecord) -> None:
         """End a job whose agent has not joined its room within agents.job_join_timeout."""
@@ -350,12 +448,15 @@ class AgentService:
         count_agent_job("join_timeout")
 
     def _terminate(self, record: JobRecord) -> None:
+        """Tell a local worker to end the job (`_finish` tells another node's)."""
         worker = record.worker
         if worker is not None and not worker.closed:
             worker.jobs.pop(record.job.id, None)
             self._spawn(worker.terminate(record.job.id))
 
-    def _finish(self, record: JobRecord, status: int, error: str) -> None:
+    def _finish(self, record: JobRecord, status: int, error: str,
+                reported: bool = False) -> None:
+        """End a job; unless its worker `reported` the end, its node is told to end it."""
         if record.finished:
             return
         was_running = record.status == JS.JS_RUNNING
@@ -363,6 +464,8 @@ class AgentService:
         self.jobs.pop(record.job.id, None)
         if record.worker is not None:
             record.worker.jobs.pop(record.job.id, None)
+        if record.worker_node and not reported and self.cluster is not None:
+            self.cluster.end_elsewhere(record.worker_node, record.job.id)
         if was_running:
             self._emit("agent_job_ended", record)
 
@@ -379,6 +482,8 @@ class AgentService:
         task.add_done_callback(self._tasks.discard)
 
     async def stop(self) -> None:
+        if self.cluster is not None:
+            await self.cluster.stop()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):

@@ -2,7 +2,8 @@
 
 The call is re-sent unchanged (same path, body, content type and Authorization) with an
 `X-Roost-Forwarded` header, so the hosting node answers it locally and never forwards again.
-ListRooms asks every live node and merges; CreateRoom places the room first.
+ListRooms asks every live node and merges; CreateRoom and CreateDispatch place the room
+first.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import aiohttp
 from aiohttp import web
 from google.protobuf.message import DecodeError, Message
-from livekit.protocol import models
+from livekit.protocol import agent_dispatch, models
 from livekit.protocol import room as room_pb
 
 from roost.api.errors import TwirpError
@@ -56,6 +57,9 @@ class ApiForwarder:
         try:
             if isinstance(message, room_pb.CreateRoomRequest) and message.name:
                 node: NodeInfo | None = await self.router.place(RoomName(message.name))
+            elif isinstance(message, agent_dispatch.CreateAgentDispatchRequest) and \
+                    message.room:  # it creates the room when there is none
+                node = await self.router.place(RoomName(message.room))
             elif "room" in message.DESCRIPTOR.fields_by_name:
                 room = RoomName(str(getattr(message, "room", "")))
                 node = await self.router.owner(room) if room else None

@@ -90,7 +90,8 @@ class RoostServer:
             from roost.agents.service import AgentService
             from roost.edge.agent import AgentEndpoint
 
-            self.agents = AgentService(settings, self.rooms, self.signal.node_id)
+            self.agents = AgentService(settings, self.rooms, self.signal.node_id,
+                                       self.router)
             AgentEndpoint(self.verifier, self.agents,
                           settings.limit.signal_message_size).add_routes(self.app)
         from roost.api.twirp import RoomServiceAPI  # the API layer sits beside the edge

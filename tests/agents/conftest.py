@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from tests.helpers.agents import AgentWorker
+from tests.helpers.agents import AGENT_APP, AgentWorker
 from tests.helpers.server import RoostServer
 
 Spawn = Callable[..., AgentWorker]
@@ -25,14 +25,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 
 @pytest.fixture
 def spawn(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Spawn]:
-    """Start a worker (`tag`, `agent_name`, env) against a server; all stopped at teardown."""
+    """Start a worker (`tag`, `agent_name`, `app` script, env) against a server; all stopped
+    at teardown."""
     started: list[AgentWorker] = []
     request.node.stash[WORKERS] = started
 
     def factory(server: RoostServer, tag: str, agent_name: str = "",
-                **env: str) -> AgentWorker:
+                app: Path = AGENT_APP, **env: str) -> AgentWorker:
         worker = AgentWorker(server, tmp_path / f"worker-{tag}.log", tag=tag,
-                             agent_name=agent_name, env=env)
+                             agent_name=agent_name, env=env, app=app)
         started.append(worker)
         return worker.start()
 

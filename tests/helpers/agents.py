@@ -28,7 +28,8 @@ def agents_available() -> str:
 
 @dataclass
 class AgentWorker:
-    """One `agent_app.py dev|start` process; `tag` names it in its jobs' attributes."""
+    """One `agent_app.py dev|start` process (or another worker script, `app`); `tag` names it
+    in its jobs' attributes."""
 
     server: RoostServer
     log_path: Path
@@ -36,6 +37,7 @@ class AgentWorker:
     agent_name: str = ""
     mode: str = "dev"
     env: dict[str, str] = field(default_factory=dict)
+    app: Path = AGENT_APP
     health_port: int = 0
     process: subprocess.Popen[bytes] | None = None
 
@@ -48,8 +50,8 @@ class AgentWorker:
                "PYTHONUNBUFFERED": "1", **self.env}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [str(AGENTS_PYTHON), str(AGENT_APP), self.mode], stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, cwd=AGENT_APP.parent, env=env,
+                [str(AGENTS_PYTHON), str(self.app), self.mode], stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, cwd=self.app.parent, env=env,
                 start_new_session=True)
         self.wait_for_log("registered worker", timeout)
         return self

@@ -158,3 +158,22 @@ async def test_an_oversized_incoming_stream_fails_with_stream_error(server: Roos
         reader = await asyncio.wait_for(readers.get(), 10)
         with pytest.raises(rc.StreamError, match="exceeds"):
             await asyncio.wait_for(reader.read_all(), 10)
+
+
+async def test_a_client_gone_without_its_leave_is_removed_once_its_transport_fails(
+        server: RoostServer) -> None:
+    # Bob's socket and connections close but his leave is lost (as a TCP reset can lose
+    # it): roost removes him 5 s after his connection failed, not after the 20 s resume grace
+    async with joined(server, "alice", ROOM) as alice:
+        events = Recorder(alice, "participant_connected", "participant_disconnected")
+        async with joined(server, "bob", ROOM) as bob:
+            (p,) = await events.wait("participant_connected")
+            engine = bob._engine
+            assert engine is not None
+            started = asyncio.get_running_loop().time()
+            await engine.close(send_leave=False)
+            (gone,) = await events.wait("participant_disconnected", timeout=12)
+            waited = asyncio.get_running_loop().time() - started
+            assert gone is p
+            assert gone.disconnect_reason == rc.DisconnectReason.CONNECTION_TIMEOUT
+            assert 4.0 < waited < 12.0, waited

@@ -76,12 +76,16 @@ async def leaving_is_seen(srv: dict[str, str]) -> None:
 
         await asyncio.wait_for(bob.disconnect(), 10)
 
-        (gone,) = await alice_events.wait("participant_disconnected", lambda p: p.identity == "bob")
+        # The SDK sends its leave and then closes the socket and the connection; now and then
+        # the leave is lost with the socket (seen under load), and roost then removes Bob
+        # once his failed connection has been gone 5 s (CONNECTION_TIMEOUT, as livekit does).
+        (gone,) = await alice_events.wait(
+            "participant_disconnected", lambda p: p.identity == "bob", timeout=15.0)
         assert gone.sid == bob_sid
         assert "bob" not in alice.remote_participants
-        assert gone.disconnect_reason == rtc.DisconnectReason.CLIENT_INITIATED, (
-            f"disconnect_reason {gone.disconnect_reason}"
-        )
+        assert gone.disconnect_reason in (
+            rtc.DisconnectReason.CLIENT_INITIATED, rtc.DisconnectReason.CONNECTION_TIMEOUT
+        ), f"disconnect_reason {gone.disconnect_reason}"
     finally:
         await rooms.close()
 

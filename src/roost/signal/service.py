@@ -35,6 +35,10 @@ log = logging.getLogger("roost.signal")
 
 TOKEN_REFRESH_INTERVAL = 300.0
 RESUME_GRACE = 20.0  # seconds a participant whose socket dropped may take to resume
+# seconds a participant whose primary transport failed is kept (livekit-server's
+# disconnectCleanupDuration): a client that closed its socket and its connection while its
+# leave was lost (a TCP reset drops unread frames) is gone after this, not RESUME_GRACE
+TRANSPORT_FAILED_GRACE = 5.0
 
 
 
@@ -51,6 +55,7 @@ class SignalService:
         self.relay = SignalRelay(self, self.router, bus) if bus is not None else None
         self.sessions: set[SignalSession] = set()
         self._grace: dict[ParticipantSid, asyncio.TimerHandle] = {}  # resume-grace timers
+        self._failed: dict[ParticipantSid, asyncio.TimerHandle] = {}  # failed-transport timers
         self._refresh: dict[ParticipantSid, asyncio.Task[None]] = {}
         self._negotiators: dict[ParticipantSid, Negotiator] = {}
         self._all_closed = asyncio.Event()
@@ -182,6 +187,8 @@ class SignalService:
             elif state == "failed" and p.state != State.DISCONNECTED:
                 log.debug("%s transport failed", label, extra={**room.log_extra(),
                                                               **p.log_extra()})
+                if transport is p.primary:
+                    self._primary_failed(room, p, transport)
         transport.on_state = on_state
         return transport
 
@@ -280,6 +287,25 @@ class SignalService:
             room.remove(p, Reason.SIGNAL_CLOSE, send_leave=False)
             self._forget(p)
 
+    def _primary_failed(self, room: Room, p: Participant, transport: PeerTransport) -> None:
+        """A failed primary transport never recovers: remove the participant soon unless
+        something else (its leave, a full reconnect) removes it first."""
+        old = self._failed.pop(p.sid, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        self._failed[p.sid] = loop.call_later(TRANSPORT_FAILED_GRACE, self._expire_failed,
+                                              room, p, transport)
+
+    def _expire_failed(self, room: Room, p: Participant, transport: PeerTransport) -> None:
+        self._failed.pop(p.sid, None)
+        if p.state != State.DISCONNECTED and p.primary is transport \
+                and transport.state in ("failed", "closed"):
+            log.info("primary transport failed %.0f s ago; removing the participant",
+                     TRANSPORT_FAILED_GRACE, extra={**room.log_extra(), **p.log_extra()})
+            room.remove(p, Reason.CONNECTION_TIMEOUT)
+            self._forget(p)
+
     def subscriber_answered(self, p: Participant) -> None:
         negotiator = self._negotiators.get(p.sid)
         if negotiator is not None:
@@ -292,9 +318,10 @@ class SignalService:
         task = self._refresh.pop(p.sid, None)
         if task is not None:
             task.cancel()
-        timer = self._grace.pop(p.sid, None)
-        if timer is not None:
-            timer.cancel()
+        for timers in (self._grace, self._failed):
+            timer = timers.pop(p.sid, None)
+            if timer is not None:
+                timer.cancel()
 
     def leave(self, room: Room, p: Participant, reason: int) -> None:
         """The client asked to leave: echo a DISCONNECT leave and remove it."""

@@ -7,7 +7,8 @@ HTTP port). Speech is a tone handed to `session.say(text, audio=...)`, so nothin
 plugin's `DataStreamAudioOutput` stands between the session and the avatar.
 
 Environment: LIVEKIT_URL / LIVEKIT_API_KEY / LIVEKIT_API_SECRET, HEALTH_PORT, WORKER_TAG,
-SIMLI_API_KEY (default `simli-dev-key`), SIMLI_FACE (default `ada`).
+SIMLI_API_KEY (default `simli-dev-key`), SIMLI_FACE (default `ada`), SIMLI_MAX_IDLE (the
+plugin's `max_idle_time`, default 30 s), SIMLI_JOIN_TIMEOUT (for `wait_for_join`, default 30 s).
 
 What the test sees, on the agent participant:
 - attribute `simli.avatar`: `joined` once `wait_for_join` returned (the avatar participant and
@@ -158,7 +159,8 @@ async def entry(ctx: JobContext) -> None:
     await session.start(agent=Agent(instructions="say tones"), room=ctx.room, record=False)
     avatar = simli.AvatarSession(
         simli_config=simli.SimliConfig(api_key=os.environ.get("SIMLI_API_KEY", "simli-dev-key"),
-                                       face_id=os.environ.get("SIMLI_FACE", "ada")),
+                                       face_id=os.environ.get("SIMLI_FACE", "ada"),
+                                       max_idle_time=int(os.environ.get("SIMLI_MAX_IDLE", 30))),
         api_url=os.environ["LIVEKIT_URL"].rstrip("/"))
     job = Job(ctx, session, avatar)
     local = ctx.room.local_participant
@@ -168,7 +170,7 @@ async def entry(ctx: JobContext) -> None:
     local.register_rpc_method("test.shutdown", job.shutdown)
     await avatar.start(session, room=ctx.room)
     try:
-        await avatar.wait_for_join(timeout=30)
+        await avatar.wait_for_join(timeout=float(os.environ.get("SIMLI_JOIN_TIMEOUT", 30)))
     except Exception as exc:  # the test reads why from the attribute
         log.error("simli_app: the avatar did not join: %r", exc)
         await local.set_attributes({"simli.avatar": f"failed: {exc!r}"})

@@ -119,3 +119,17 @@ async def test_interrupting_a_say_clears_roosts_avatar(server: RoostServer, spaw
     assert seen["left"][AVATAR]["reason"] == models.DisconnectReason.PARTICIPANT_REMOVED, seen
     assert seen["still_here"] == [seen["agent"]["identity"]], seen
     assert "failed to remove avatar participant" not in worker.log()
+
+
+async def test_a_face_roost_does_not_have_leaves_the_agent_without_avatar(
+        server: RoostServer, spawn: Spawn) -> None:
+    """Simli's own face ids are not roost's: the plugin logs roost's 400 and its reason, sends
+    no avatar, and `wait_for_join` runs out (shortened here to 3 s)."""
+    worker = spawn(server, "S", app=SIMLI_APP, SIMLI_FACE="d2a5c7c6-fed9-4f55-bcb3-062f7cd2010",
+                   SIMLI_JOIN_TIMEOUT="3")
+    seen = await listen(server, "simli-no-face", "speak")
+    assert seen["agent"]["attributes"]["simli.avatar"].startswith("failed: TimeoutError"), seen
+    assert seen["present"] == [seen["agent"]["identity"]], seen
+    log = worker.log()
+    assert "failed to create simli session token" in log
+    assert "unknown faceId" in log and "this server has: ada, ben, cleo" in log

@@ -133,6 +133,7 @@ async def simli_avatar(srv: dict[str, str], room_name: str, mode: str,
                          "the agent's simli.avatar attribute")
         out["agent"] = {"identity": identity, "attributes": dict(found.attributes)}
         if found.attributes["simli.avatar"] != "joined":
+            out["present"] = sorted(room.remote_participants)
             return out
         await wait_until(lambda: AVATAR in room.remote_participants, 10, "the avatar")
         avatar = room.remote_participants[AVATAR]

@@ -119,11 +119,23 @@ async def test_losing_the_far_worker_fails_its_job_on_the_room_node(
         await worker.expect("assignment")
         await worker.close()  # gone before its agent joined: offered again, to nobody
 
-        async def failed() -> list[agent.JobState]:
-            return [s for s in await job_states(lk, "lost-room") if s.status == JS.JS_FAILED]
+        async def jobs() -> dict[str, agent.Job]:
+            found = await lk.agent_dispatch.list_dispatch("lost-room")
+            return {j.id: j for d in found for j in d.state.jobs}
 
-        (state,) = await until_async(failed, 15, "the lost worker's job failing")
-        assert state.error == "agent worker lost"
+        async def lost() -> bool:
+            job = (await jobs()).get(offer.id)
+            return job is not None and job.state.status == JS.JS_FAILED
+
+        await until_async(lost, 15, "the lost worker's job failing")
+        assert (await jobs())[offer.id].state.error == "agent worker lost"
+
+        async def reoffer_failed() -> list[agent.Job]:  # offered again: no worker is left
+            return [j for i, j in (await jobs()).items()
+                    if i != offer.id and j.state.status == JS.JS_FAILED]
+
+        (again,) = await until_async(reoffer_failed, 15, "the re-offered job failing")
+        assert again.state.error == "no workers available"
     finally:
         await lk.aclose()
 

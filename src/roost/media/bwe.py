@@ -397,12 +397,18 @@ def _next_state(state: str, usage: int) -> str:
 
 
 class _LossControl:
-    """The loss-based bound: windows of ≥ LOSS_MIN_PACKETS packets, GCC §6's three bands."""
+    """The loss-based bound: windows of >= LOSS_MIN_PACKETS packets, GCC §6's three bands.
+
+    Above LOSS_HIGH the bound cuts what is sent now (the lower of itself and the delay-based
+    estimate) by half the loss fraction; between the bands it holds there; below LOSS_LOW it
+    grows 5 % a second and, once back at the delay-based estimate, stops binding (math.inf)
+    until loss returns. So low loss never slows the delay-based ramp.
+    """
 
     __slots__ = ("_expected", "_lost", "_window_start", "bps", "fraction")
 
-    def __init__(self, initial_bps: float) -> None:
-        self.bps = initial_bps
+    def __init__(self) -> None:
+        self.bps = math.inf
         self.fraction = 0.0
         self._expected = self._lost = 0
         self._window_start: float | None = None
@@ -415,16 +421,20 @@ class _LossControl:
 
     def update(self, delay_bps: float, rtt: float, now: float) -> None:
         """Close the window when it is long enough and apply its loss fraction."""
-        self.bps = min(self.bps, delay_bps)  # never a reason to exceed the delay estimate
         start = self._window_start
         if (start is None or self._expected < LOSS_MIN_PACKETS
                 or now - start < LOSS_MIN_INTERVAL + rtt):
             return
         self.fraction = self._lost / self._expected
         if self.fraction < LOSS_LOW:
-            self.bps *= LOSS_GROWTH ** min(now - start, 1.0)
+            if self.bps < math.inf:
+                self.bps *= LOSS_GROWTH ** min(now - start, 1.0)
+                if self.bps >= delay_bps:
+                    self.bps = math.inf
         elif self.fraction > LOSS_HIGH:
-            self.bps *= 1 - 0.5 * self.fraction
+            self.bps = min(self.bps, delay_bps) * (1 - 0.5 * self.fraction)
+        else:
+            self.bps = min(self.bps, delay_bps)
         self._expected = self._lost = 0
         self._window_start = now
 
@@ -440,7 +450,7 @@ class BandwidthEstimator:
         self._trend = _Trendline()
         self._acked = _AckedBitrate()
         self._delay = _AimdRateControl(initial, min_bps, self.max_bps)
-        self._loss = _LossControl(initial)
+        self._loss = _LossControl()
         self._rtt = DEFAULT_RTT
         self._rtt_measured = False
         self._resets = 0
@@ -506,8 +516,10 @@ class BandwidthEstimator:
         """
         if not math.isfinite(bps) or bps <= 0 or self._trend.hypothesis == OVERUSING:
             return
+        self._feedback_seen = True  # a probe is measured from TWCC feedback
         self._delay.raise_to(bps, now)
-        self._loss.bps = max(self._loss.bps, self._delay.bps)
+        if self._loss.bps <= self._delay.bps:
+            self._loss.bps = math.inf
         self._combine(now)
 
     def stats(self) -> dict[str, float]:
@@ -517,7 +529,7 @@ class BandwidthEstimator:
         return {
             "estimate_bps": float(self._estimate),
             "delay_bps": self._delay.bps,
-            "loss_bps": self._loss.bps,
+            "loss_bps": self._loss.bps if self._loss.bps < math.inf else math.nan,
             "acked_bps": acked if acked is not None else math.nan,
             "remb_bps": self._remb_bps if self._remb_bps is not None else math.nan,
             "capacity_bps": capacity * 1000 if capacity is not None else math.nan,

@@ -1,7 +1,9 @@
-"""Header-extension hot paths in ns per packet: find-by-id and the forwarding rewrite.
+"""Header-extension hot paths in ns per packet: find-by-id, the forwarding rewrite, stamping.
 
 `find_extension` runs once per publisher audio packet (audio level) and per unknown SSRC
-(mid, rid); `ExtensionRewriter.body` once per forwarded packet and distinct id mapping.
+(mid, rid); `ExtensionRewriter.body` once per forwarded packet and distinct id mapping;
+`TransportSequencer.stamp` once per packet sent to a subscriber with congestion control
+(plus the `time.monotonic()` the session takes for it).
 Each case walks a batch of distinct packet objects (so the rewriter's per-packet memo
 never hits) and prints the best of several repeats.
 
@@ -27,6 +29,7 @@ from roost.media.rtp import (
     parse_header,
     read_audio_level,
 )
+from roost.media.twcc import TransportSequencer
 
 BATCH = 1000
 
@@ -76,6 +79,16 @@ def cases() -> list[tuple[str, Callable[[], object]]]:
         body = rw.body
         return lambda: [body(p, h, 1.5) for p in pkts]
 
+    stamped_audio, _ = packets([(3, b"\x00\x00"), (1, b"\x9e"), (4, b"0")], 60)
+    stamped_video, _ = packets([(3, b"\x00\x00"), (2, b"\x01\x02\x03"), (4, b"1")], 1100)
+
+    def stamp(pkts: list[bytes] | list[bytearray]) -> Callable[[], object]:
+        seq = TransportSequencer()
+        clock = time.monotonic
+        return lambda: [seq.stamp(p, 3, clock()) for p in pkts]
+
+    rendered = [bytearray(p) for p in stamped_video]  # as the forwarder builds them
+
     audio_rw = ExtensionRewriter({1: 1}, abs_send_time_id=2)
     video_rw = ExtensionRewriter({12: 5}, abs_send_time_id=2)
     two_rw = ExtensionRewriter({12: 5, 20: 20}, abs_send_time_id=2)
@@ -90,6 +103,9 @@ def cases() -> list[tuple[str, Callable[[], object]]]:
         ("rewrite audio: keep level, +abs-send-time", rewrite(audio, ha, audio_rw)),
         ("rewrite video: keep dd of 5, +abs-send-time", rewrite(video, hv, video_rw)),
         ("rewrite two-byte: keep 2 of 6, +abs-send-time", rewrite(two, ht, two_rw)),
+        ("stamp transport-cc, audio 60 B (+monotonic)", stamp(stamped_audio)),
+        ("stamp transport-cc, video 1100 B bytes (+copy)", stamp(stamped_video)),
+        ("stamp transport-cc, video 1100 B bytearray", stamp(rendered)),
     ]
 
 

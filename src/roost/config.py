@@ -39,6 +39,11 @@ class RTCConfig:
     # at the lowest layer is paused (StreamStateUpdate). Off, as in livekit-server: such
     # video stays on its lowest layer unless the client asks with subscriber_allow_pause.
     allow_pause: bool = False
+    # rtc.congestion_control.enabled: send-side congestion control towards subscribers
+    # (transport-cc offered, every packet stamped, TWCC feedback drives the layer choice).
+    # Off by default until probing lands (livekit-server's default is on): without probes
+    # the estimate cannot grow past what is sent, so layers would not come back up.
+    congestion_control: bool = False
     # /rtc/v1 (and /rtc?join_request=): one peer connection per participant. Off: 404, so
     # clients fall back to /rtc with two peer connections.
     single_peer_connection: bool = True
@@ -251,9 +256,14 @@ def load_file(settings: Settings, path: str | Path) -> None:
     rtc = data.get("rtc")
     if isinstance(rtc, dict):
         rtc = dict(rtc)
-        congestion = rtc.get("congestion_control")
-        if isinstance(congestion, dict) and "allow_pause" in congestion:
-            rtc["allow_pause"] = bool(congestion["allow_pause"])
+        congestion = rtc.pop("congestion_control", None)
+        if isinstance(congestion, dict):  # livekit.yaml's rtc.congestion_control section
+            if "allow_pause" in congestion:
+                rtc["allow_pause"] = bool(congestion["allow_pause"])
+            if "enabled" in congestion:
+                rtc["congestion_control"] = bool(congestion["enabled"])
+        elif congestion is not None:
+            rtc["congestion_control"] = congestion
         udp = rtc.get("udp_port")
         if isinstance(udp, dict):  # livekit.yaml also allows udp_port: {start, end}
             rtc.pop("udp_port")

@@ -61,6 +61,10 @@ AGENT_DISPATCH_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
     registry=REGISTRY)
 
+TWCC_FEEDBACK = Counter(
+    "roost_twcc_feedback", "Transport-wide CC feedback from subscribers, by result "
+    "(used|unknown: naming packets not sent or long forgotten)", ["result"], registry=REGISTRY)
+
 for _result in ("success", "failure"):
     WEBHOOK_DELIVERIES.labels(_result)
 
@@ -68,6 +72,11 @@ for _result in ("success", "failure"):
 def count_error(kind: str) -> None:
     """Count one error of `kind` (a short snake_case name such as `signal_frame`)."""
     ERRORS.labels(kind).inc()
+
+
+def count_twcc_feedback(used: bool) -> None:
+    """Count one TWCC feedback packet: read into the estimate, or naming nothing known."""
+    TWCC_FEEDBACK.labels("used" if used else "unknown").inc()
 
 
 def count_agent_job(outcome: str, dispatch_seconds: float | None = None) -> None:

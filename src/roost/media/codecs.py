@@ -16,6 +16,7 @@ from roost.media.rtp import (
     EXT_MID,
     EXT_REPAIRED_RID,
     EXT_RID,
+    EXT_TRANSPORT_CC,
 )
 from roost.media.sdp import Codec, Extmap, MediaSection
 
@@ -36,8 +37,10 @@ PUBLISH_VIDEO_EXTENSIONS = {EXT_MID, EXT_RID, EXT_REPAIRED_RID, EXT_ABS_SEND_TIM
 
 # Header extensions roost offers subscribers, with the ids it uses on every connection.
 SUBSCRIBE_EXTENSIONS: dict[str, list[tuple[str, int]]] = {
-    "audio": [(EXT_AUDIO_LEVEL, 1), (EXT_ABS_SEND_TIME, 2), (EXT_MID, 4)],
-    "video": [(EXT_ABS_SEND_TIME, 2), (EXT_MID, 4), (EXT_VIDEO_ORIENTATION, 13)],
+    "audio": [(EXT_AUDIO_LEVEL, 1), (EXT_ABS_SEND_TIME, 2), (EXT_TRANSPORT_CC, 3),
+              (EXT_MID, 4)],
+    "video": [(EXT_ABS_SEND_TIME, 2), (EXT_TRANSPORT_CC, 3), (EXT_MID, 4),
+              (EXT_VIDEO_ORIENTATION, 13)],
 }
 # Publisher extensions whose bytes are copied to subscribers (the rest are dropped or,
 # like mid and abs-send-time, written fresh by the forwarder).
@@ -45,6 +48,10 @@ FORWARDED_EXTENSIONS = (EXT_AUDIO_LEVEL, EXT_VIDEO_ORIENTATION)
 
 AUDIO_FEEDBACK = ("nack",)
 VIDEO_FEEDBACK = ("goog-remb", "ccm fir", "nack", "nack pli")
+# Towards subscribers roost also sends transport-wide sequence numbers and reads their
+# TWCC feedback (twcc.py); REMB stays for clients without it.
+SUBSCRIBE_AUDIO_FEEDBACK = (*AUDIO_FEEDBACK, "transport-cc")
+SUBSCRIBE_VIDEO_FEEDBACK = (*VIDEO_FEEDBACK, "transport-cc")
 
 _DYNAMIC_PTS = [*range(96, 128), *range(35, 64)]
 
@@ -149,7 +156,7 @@ def answer_subscribe_codecs(kind: str, publish: list[Codec], offer: MediaSection
         pub_opus = next((c for c in publish if c.name.lower() == "opus"), None)
         if opus is None or pub_opus is None:
             return []
-        out = [_copy(opus, AUDIO_FEEDBACK)]
+        out = [_copy(opus, SUBSCRIBE_AUDIO_FEEDBACK)]
         if opus.payload_type == pub_opus.payload_type and any(
                 c.name.lower() == "red" for c in publish):
             red = next((c for c in offered if c.name.lower() == "red"
@@ -163,7 +170,7 @@ def answer_subscribe_codecs(kind: str, publish: list[Codec], offer: MediaSection
             continue
         if c.name.lower() == "h264" and c.fmtp_params().get("packetization-mode") != "1":
             continue
-        out = [_copy(c, VIDEO_FEEDBACK)]
+        out = [_copy(c, SUBSCRIBE_VIDEO_FEEDBACK)]
         rtx = _rtx_for(offered, c.payload_type)
         if rtx is not None:
             out.append(_copy(rtx, ()))
@@ -188,12 +195,12 @@ def subscribe_codecs(kind: str, publish: list[Codec], table: PayloadTypes) -> li
             out.append(Codec(red_pt, red.name, red.clock_rate, red.channels,
                              f"{opus_pt}/{opus_pt}", []))
         out.append(Codec(opus_pt, opus.name, opus.clock_rate, opus.channels, opus.fmtp,
-                         list(AUDIO_FEEDBACK)))
+                         list(SUBSCRIBE_AUDIO_FEEDBACK)))
         return out
     main = publish[0]
     main_pt = table.get(codec_key(main), main.payload_type)
     out.append(Codec(main_pt, main.name, main.clock_rate, main.channels, main.fmtp,
-                     list(VIDEO_FEEDBACK)))
+                     list(SUBSCRIBE_VIDEO_FEEDBACK)))
     rtx = next((c for c in publish if c.name.lower() == "rtx"), None)
     rtx_pt = table.get(("rtx", codec_key(main)), rtx.payload_type if rtx else main_pt + 1)
     out.append(Codec(rtx_pt, "rtx", main.clock_rate, None, f"apt={main_pt}", []))

@@ -23,7 +23,7 @@ from roost.media.codecs import (
 )
 from roost.media.forward import CODEC_OPUS, CODEC_RED, Forwarder, codec_of
 from roost.media.roles import Send, TrackReceiver
-from roost.media.rtp import EXT_ABS_SEND_TIME, EXT_MID
+from roost.media.rtp import EXT_ABS_SEND_TIME, EXT_MID, EXT_TRANSPORT_CC
 from roost.media.sdp import Codec, Extmap, MediaSection
 from roost.media.sections import DISCARD
 from roost.telemetry import MediaStats
@@ -77,6 +77,8 @@ class SubscriberDownTrack:
         self.allocator = LayerAllocator()
         self.paused = False
         self.allow_pause = False  # room: may bandwidth pause this track (else: lowest layer)
+        # rtc.congestion_control.enabled: offer transport-cc (stamped by the RtpSession)
+        self.transport_cc = False
         self.on_stream_state: Callable[[bool], None] | None = None  # room: True = ACTIVE
         self.retransmitted = 0
         # summed into /metrics: NACKs/PLIs from the subscriber, packets/bytes forwarded
@@ -147,8 +149,9 @@ class SubscriberDownTrack:
     # -- negotiation -------------------------------------------------------------------
     def offer_section(self, mid: str, table: PayloadTypes) -> MediaSection:
         """The sendonly m-line carrying this track (first offered in the next offer)."""
-        codecs = subscribe_codecs(self.kind, self.up.codecs, table)
-        extmaps = [Extmap(i, uri) for uri, i in SUBSCRIBE_EXTENSIONS[self.kind]]
+        codecs = self._feedback(subscribe_codecs(self.kind, self.up.codecs, table))
+        extmaps = [Extmap(i, uri) for uri, i in SUBSCRIBE_EXTENSIONS[self.kind]
+                   if uri != EXT_TRANSPORT_CC or self.transport_cc]
         self.section = self._section(mid, codecs, extmaps)
         return self.section
 
@@ -158,15 +161,23 @@ class SubscriberDownTrack:
         Payload types and header-extension ids are the offer's. None when the section
         offers no codec this track can be forwarded in.
         """
-        codecs = answer_subscribe_codecs(self.kind, self.up.codecs, offer)
+        codecs = self._feedback(answer_subscribe_codecs(self.kind, self.up.codecs, offer))
         if not codecs:
             return None
-        wanted = {uri for uri, _ in SUBSCRIBE_EXTENSIONS[self.kind]}
+        wanted = {uri for uri, _ in SUBSCRIBE_EXTENSIONS[self.kind]
+                  if uri != EXT_TRANSPORT_CC or self.transport_cc}
         extmaps = [Extmap(e.id, e.uri) for e in offer.extmaps if e.uri in wanted]
         self.section = self._section(offer.mid or "", codecs, extmaps)
         # What the client will receive is exactly this answer: bind to it as if accepted.
         self.bind(dataclasses.replace(self.section, direction="recvonly"))
         return self.section
+
+    def _feedback(self, codecs: list[Codec]) -> list[Codec]:
+        """Without congestion control the subscriber is not asked for TWCC feedback."""
+        if not self.transport_cc:
+            for c in codecs:
+                c.rtcp_fb = [f for f in c.rtcp_fb if f != "transport-cc"]
+        return codecs
 
     def _section(self, mid: str, codecs: list[Codec], extmaps: list[Extmap]) -> MediaSection:
         msid = f"{self.stream_id} {self.track_sid}"
@@ -235,6 +246,9 @@ class SubscriberDownTrack:
         mapping = {self.up.extensions[uri]: ext[uri] for uri in FORWARDED_EXTENSIONS
                    if uri in self.up.extensions and uri in ext}
         rewriter = self.up.rewriter(mapping, ext.get(EXT_ABS_SEND_TIME, 0))
+        transport_cc = ext.get(EXT_TRANSPORT_CC, 0)
+        if transport_cc > 14 and not rewriter.two_byte:
+            transport_cc = 0  # its element cannot join this one-byte block
         self.forwarder = Forwarder(
             self.ssrc,
             main.payload_type,
@@ -244,6 +258,7 @@ class SubscriberDownTrack:
             rewriter=rewriter,
             mid=self.mid,
             mid_ext_id=ext.get(EXT_MID, 0),
+            transport_cc_ext_id=transport_cc,
             rtx_ssrc=self.rtx_ssrc if rtx is not None else 0,
             rtx_payload_type=rtx.payload_type if rtx is not None else -1,
             strip_red=strip_red,

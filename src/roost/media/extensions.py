@@ -110,19 +110,23 @@ class ExtensionRewriter:
             self._memo_body = body
         return body
 
-    def packet_block(self, pkt: Buffer, h: RtpHeader, now: float, tail: bytes) -> bytes:
-        """The whole extension block for this packet plus a down-track's own `tail`.
+    def packet_block(self, pkt: Buffer, h: RtpHeader, now: float, tail: bytes,
+                     head: bytes = b"") -> bytes:
+        """The whole extension block for this packet: a down-track's own `head` (the
+        reserved transport-cc element, which must come first), the mapped elements, then
+        its `tail` (its mid).
 
-        Memoised on (packet, tail): down-tracks whose subscribers gave the track the same
-        mid share one block, so a fan-out builds it once.
+        Memoised on (packet, head + tail): down-tracks whose subscribers gave the track the
+        same ids and mid share one block, so a fan-out builds it once.
         """
-        if pkt is self._block_pkt and tail == self._block_tail:
+        own = head + tail if head else tail
+        if pkt is self._block_pkt and own == self._block_tail:
             return self._block
         body = self.body(pkt, h, now)
-        block = self.block(body + tail if tail else body)
+        block = self.block(b"".join((head, body, tail)) if own else body)
         if isinstance(pkt, bytes):
             self._block_pkt = pkt
-            self._block_tail = tail
+            self._block_tail = own
             self._block = block
         return block
 

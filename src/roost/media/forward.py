@@ -132,6 +132,7 @@ class Forwarder:
         "_cur_ssrc",
         "_drop_horizon",
         "_drops",
+        "_head",
         "_in_hi",
         "_in_hi_ext",
         "_in_start_ext",
@@ -185,6 +186,7 @@ class Forwarder:
         rewriter: ExtensionRewriter | None = None,
         mid: str | None = None,
         mid_ext_id: int = 0,
+        transport_cc_ext_id: int = 0,
         rtx_ssrc: int = 0,
         rtx_payload_type: int = -1,
         strip_red: bool = False,
@@ -209,11 +211,14 @@ class Forwarder:
         # container, so forwarding creates nothing the cyclic GC must track.
         self.cache: RetransmitCache[PacketInfo] = RetransmitCache(size)
         self._munges: list[Munge | None] = [None] * size
-        self._tail = b""
-        if mid and mid_ext_id:
+        self._tail = self._head = b""
+        if (mid and mid_ext_id) or transport_cc_ext_id:
             if rewriter is None:
                 self.rewriter = rewriter = ExtensionRewriter({})
-            self._tail = rewriter.element(mid_ext_id, mid.encode())
+            if mid and mid_ext_id:
+                self._tail = rewriter.element(mid_ext_id, mid.encode())
+            if transport_cc_ext_id:  # stamped by the transport's TransportSequencer
+                self._head = rewriter.element(transport_cc_ext_id, b"\x00\x00")
         # selection
         self.target_layer: int | None = 0
         self.max_temporal = MAX_TEMPORAL
@@ -383,17 +388,19 @@ class Forwarder:
         if self.strip_red:
             _, off, end = red_primary(pkt, off, end)
         rw = self.rewriter
-        ext = rw.packet_block(pkt, info, now, self._tail) if rw is not None else b""
+        ext = rw.packet_block(pkt, info, now, self._tail, self._head) if rw is not None else b""
         b1 = (0x80 | self.payload_type) if info.marker else self.payload_type
         out_ts = (info.timestamp + m.ts_off) & 0xFFFFFFFF
         head = _FIXED.pack(0x90 if ext else 0x80, b1, out_seq, out_ts, self.ssrc)
         d = info.vp8
+        # with a transport-cc element the session stamps it in place: build a bytearray
+        join = bytearray().join if self._head else b"".join
         if d is None:
-            return b"".join((head, ext, memoryview(pkt)[off:end]))
+            return join((head, ext, memoryview(pkt)[off:end]))
         if not m.vp8:
             if note:
                 self._note_vp8(d.picture_id, d.picture_id_bits, d.tl0picidx, d.keyidx)
-            return b"".join((head, ext, memoryview(pkt)[off:end]))
+            return join((head, ext, memoryview(pkt)[off:end]))
         buf = bytearray(head)
         buf += ext
         poff = len(buf)

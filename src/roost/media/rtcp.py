@@ -482,6 +482,35 @@ class RtcpTwcc:
             raise ValueError("RtcpTwcc can only re-serialise a parsed packet")
         return self.raw
 
+    @staticmethod
+    def build(sender: int, media: int, base: int, reference_time: int, fb_count: int,
+              deltas: list[int | None]) -> bytes:
+        """Feedback for packets `base`, `base`+1, ...: each receive delta in 250 µs steps
+        (the first from `reference_time` x 64 ms, then from the previous arrival), None for
+        a packet not received. Status vector chunks of two-bit symbols throughout."""
+        if not deltas or len(deltas) > 0xFFFF:
+            raise ValueError("TWCC feedback covers 1..65535 packets")
+        symbols = [0 if d is None else 1 if 0 <= d <= 255 else 2 for d in deltas]
+        for d in deltas:
+            if d is not None and not -32768 <= d <= 32767:
+                raise ValueError(f"TWCC receive delta {d} does not fit 16 bits")
+        body = bytearray(_HH.pack(base & 0xFFFF, len(deltas)))
+        body += bytes(((reference_time >> 16) & 0xFF, (reference_time >> 8) & 0xFF,
+                       reference_time & 0xFF, fb_count & 0xFF))
+        for i in range(0, len(symbols), 7):
+            chunk = 0xC000
+            for k, sym in enumerate(symbols[i:i + 7]):
+                chunk |= sym << (2 * (6 - k))
+            body += chunk.to_bytes(2, "big")
+        for d, sym in zip(deltas, symbols, strict=True):
+            if sym == 1:
+                body.append(d)  # type: ignore[arg-type]
+            elif sym == 2:
+                body += int(d).to_bytes(2, "big", signed=True)  # type: ignore[arg-type]
+        body += b"\x00" * (-(len(body) + 8) % 4)
+        fci = _U32.pack(sender) + _U32.pack(media) + bytes(body)
+        return _header(RTPFB_TWCC, RTCP_RTPFB, len(fci)) + fci
+
 
 @dataclass
 class RtcpUnknown:

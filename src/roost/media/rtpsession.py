@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
 import secrets
 import struct
 import time
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from roost.media.allocator import share_bandwidth
+from roost.media.bwe import BandwidthEstimator
 from roost.media.roles import TrackSender
 from roost.media.rtcp import (
     RtcpFir,
@@ -31,11 +33,14 @@ from roost.media.rtcp import (
     RtcpRemb,
     RtcpReportBlock,
     RtcpSenderReport,
+    RtcpTwcc,
     parse_compound,
 )
 from roost.media.rtp import EXT_MID, EXT_REPAIRED_RID, EXT_RID, parse_header, read_sdes_extension
 from roost.media.srtp import SrtpContext, SrtpError
+from roost.media.twcc import TransportSequencer
 from roost.media.uptrack import RtxRoute, UpLayer
+from roost.telemetry import count_twcc_feedback
 
 if TYPE_CHECKING:
     from roost.media.uptrack import MediaUpTrack
@@ -52,6 +57,7 @@ REMB_BITRATE = 10_000_000
 # REMB while packets arrive: a paused track must not stay paused on a stale estimate).
 REMB_TIMEOUT = 3.0
 MAX_ROUTES = 64  # SSRCs learnt per connection
+TWCC_ALLOCATE_INTERVAL = 0.2  # seconds: layers follow the TWCC estimate this often at most
 _SSRC = struct.Struct("!I")
 
 
@@ -76,10 +82,12 @@ DROP = _Drop()
 class RtpSession:
     """SRTP, demultiplexing and RTCP for one bundled transport (publisher or subscriber)."""
 
-    __slots__ = ("_phase", "_protect", "_protect_rtcp", "_sendto", "_unprotect",
-                 "_unprotect_rtcp", "downs", "errors", "extensions", "label", "remb_at",
-                 "remb_bps", "routes", "rtcp_errors", "rtcp_in", "rtcp_out", "rtp_in", "rtp_out",
-                 "send_errors", "srtp_errors", "ssrc", "unroutable", "ups")
+    __slots__ = ("_allocated_at", "_phase", "_protect", "_protect_rtcp", "_sendto",
+                 "_unprotect", "_unprotect_rtcp", "bwe", "congestion_control", "downs",
+                 "errors", "extensions", "label", "remb_at", "remb_bps", "routes",
+                 "rtcp_errors", "rtcp_in", "rtcp_out", "rtp_in", "rtp_out", "send_errors",
+                 "sequencer", "srtp_errors", "ssrc", "transport_cc_id", "twcc_at",
+                 "unroutable", "ups")
 
     def __init__(self, label: str = "") -> None:
         self.label = label
@@ -96,6 +104,14 @@ class RtpSession:
         self._phase = secrets.randbelow(SENDER_REPORT_TICKS)
         self.remb_bps: int | None = None  # the subscriber's last REMB (None: none yet)
         self.remb_at = 0.0
+        # Send-side congestion control towards a subscriber that negotiated transport-cc:
+        # every packet stamped (twcc.py), its feedback fed to the estimator (bwe.py).
+        self.congestion_control = False  # rtc.congestion_control.enabled
+        self.transport_cc_id = 0
+        self.sequencer = TransportSequencer()
+        self.bwe = BandwidthEstimator()
+        self.twcc_at = -math.inf  # when TWCC feedback last arrived
+        self._allocated_at = -math.inf
         # counters
         self.rtp_in = 0
         self.rtcp_in = 0
@@ -129,6 +145,7 @@ class RtpSession:
         return (f"rtp in={self.rtp_in} out={self.rtp_out} rtcp in={self.rtcp_in} "
                 f"out={self.rtcp_out} srtp_err={self.srtp_errors} unroutable={self.unroutable}"
                 f" send_err={self.send_errors} errors={self.errors}"
+                f"{f' tcc={self.sequencer.stamped}' if self.transport_cc_id else ''}"
                 f"{'; up ' + ups if ups else ''}{'; down ' + downs if downs else ''}")
 
     def stop(self) -> None:
@@ -289,28 +306,47 @@ class RtpSession:
                     down = downs.get(ssrc)
                     if down is not None and down not in pli:
                         pli.append(down)
+            elif isinstance(p, RtcpTwcc):
+                results = self.sequencer.results(p)
+                count_twcc_feedback(bool(results))
+                if results:
+                    self.twcc_at = now
+                    self.bwe.on_feedback(results, now)
+                    if now - self._allocated_at >= TWCC_ALLOCATE_INTERVAL:
+                        self.allocate(now)
             elif isinstance(p, RtcpRemb):
                 if not p.ssrcs or any(s in downs for s in p.ssrcs):
                     self.remb_bps = p.bitrate
                     self.remb_at = now
+                    self.bwe.on_remb(p.bitrate, now)
                     self.allocate(now)
         for down in pli:  # once per compound, as LiveKit does
             down.on_pli()
 
     def allocate(self, now: float) -> None:
-        """Share the subscriber's REMB estimate among its video down-tracks; pick layers.
+        """Share the subscriber's estimate among its video down-tracks; pick layers.
 
-        No REMB ever received: no bandwidth limit (only UpdateTrackSettings applies).
-        Audio is not counted and never paused (protocol notes §9.6).
+        The estimate is roost's own (TWCC feedback, capped by a REMB) while feedback
+        arrives, else the subscriber's REMB; with neither there is no bandwidth limit (only
+        UpdateTrackSettings applies). Audio is not counted and never paused (protocol
+        notes §9.6).
         """
+        self._allocated_at = now
         if self.remb_bps is not None and now - self.remb_at > REMB_TIMEOUT:
             self.remb_bps = None  # stale
         videos = [d for s, d in self.downs.items()
                   if s == d.ssrc and d.kind == "video" and d.forwarder is not None and d.forwarding]
-        share = share_bandwidth(self.remb_bps, len(videos))
+        share = share_bandwidth(self.available_bps(now), len(videos))
         for down in videos:
             down.bandwidth_share = share
             down.select_layer(now)
+
+    def available_bps(self, now: float) -> int | None:
+        """What the subscriber's link takes now: the TWCC estimate while feedback arrives,
+        else its REMB, else None (no limit known)."""
+        if now - self.twcc_at <= REMB_TIMEOUT:
+            return self.bwe.estimate_bps
+        return self.remb_bps
 
     def _report_blocks(self, blocks: list[RtcpReportBlock], now: float) -> None:
         for block in blocks:
@@ -323,6 +359,8 @@ class RtpSession:
         protect = self._protect
         if protect is None:
             return
+        if self.transport_cc_id:
+            pkt = self.sequencer.stamp(pkt, self.transport_cc_id, time.monotonic())
         try:
             self._sendto(protect(pkt))  # type: ignore[misc]
             self.rtp_out += 1

@@ -14,6 +14,7 @@ import secrets
 
 from roost.media.codecs import PayloadTypes
 from roost.media.downtrack import SubscriberDownTrack, random_ssrc
+from roost.media.rtp import EXT_TRANSPORT_CC
 from roost.media.rtpsession import RtpSession
 from roost.media.sdp import MediaSection, SessionDescription
 from roost.media.types import DownTrack, MediaInfo, UpTrack
@@ -119,6 +120,7 @@ class TrackBook:
         rtx_ssrc = random_ssrc(taken | {ssrc}) if up.kind == "video" else 0
         down = SubscriberDownTrack(self.rtp.send_rtp, up, track_sid=track_sid, stream_id=stream_id,
                                    ssrc=ssrc, rtx_ssrc=rtx_ssrc, cname=self.cname)
+        down.transport_cc = self.rtp.congestion_control
         self.rtp.add_down(down)
         self.pending.append(down)
         return down
@@ -205,6 +207,7 @@ class TrackBook:
                 section = down.answer_section(m)
                 if section is None:
                     continue
+                self._note_transport_cc(section)
                 free.remove(m)
                 out[m.mid or ""] = section
                 self.by_mid[m.mid or ""] = down
@@ -219,6 +222,12 @@ class TrackBook:
         for m in free:
             self.free[m.kind] += 1
         return out
+
+    def _note_transport_cc(self, m: MediaSection) -> None:
+        """The connection's transport-cc id (one per bundle), as the subscriber agreed it."""
+        for e in m.extmaps:
+            if e.uri == EXT_TRANSPORT_CC and self.rtp.congestion_control:
+                self.rtp.transport_cc_id = e.id
 
     def missing(self) -> tuple[int, int]:
         """(audio, video) recvonly sections the client must add for the pending tracks."""
@@ -241,4 +250,5 @@ class TrackBook:
             if down.removed:
                 down.inactive_acked = down.offered_inactive
             elif down.forwarder is None:
+                self._note_transport_cc(m)
                 down.bind(m)

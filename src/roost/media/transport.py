@@ -55,6 +55,7 @@ class PeerTransport:
         port_range: tuple[int, int] | None = None,
         label: str = "",
         mux: IceMux | None = None,
+        congestion_control: bool = False,
     ) -> None:
         self.label = label
         self.on_data: Callable[[str, bytes], None] | None = None
@@ -89,6 +90,7 @@ class PeerTransport:
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self.rtp = RtpSession(label)
+        self.rtp.congestion_control = congestion_control
         self._tracks = TrackBook(self.rtp, self._prefix)
 
     @property

@@ -176,7 +176,8 @@ class SignalService:
         mux = self.ice_mux
         addresses = mux.addresses if mux is not None else self.settings.media_addresses
         transport = PeerTransport(addresses=addresses, port_range=port_range,
-                                  label=f"{p.sid}/{label}", mux=mux)
+                                  label=f"{p.sid}/{label}", mux=mux,
+                                  congestion_control=rtc_cfg.congestion_control)
         transport.on_data = lambda channel, data: room.on_data(p, channel, data)
         transport.on_track = lambda media, up: room.media_arrived(p, media, up)
         transport.on_track_ended = lambda mid: room.media_ended(p, mid)

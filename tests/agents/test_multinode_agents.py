@@ -159,9 +159,10 @@ async def test_a_real_worker_on_one_node_serves_new_rooms_on_both(
         for name in hosts:
             async def arrived(name: str = name) -> list[models.ParticipantInfo]:
                 found = await lk.room.list_participants(api.ListParticipantsRequest(room=name))
-                return [p for p in found.participants if p.kind == AGENT]
+                # its tone is published after it registered `test.echo`: ready for RPC
+                return [p for p in found.participants if p.kind == AGENT and p.tracks]
 
-            (p,) = await until_async(arrived, 60, f"the agent in {name}")
+            (p,) = await until_async(arrived, 60, f"the agent in {name} with its tone")
             assert p.attributes["worker"] == "B"
             # RPC through the far room's node reaches the agent connected to the other one
             assert await echo(lk, name, p.identity) == f"echo:{name}"

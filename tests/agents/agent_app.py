@@ -2,7 +2,8 @@
 
 Environment: LIVEKIT_URL / LIVEKIT_API_KEY / LIVEKIT_API_SECRET (the worker's own), and
 AGENT_NAME, WORKER_TAG, HEALTH_PORT, THRESH (load threshold), JOB_LOAD (load per job),
-JOB_TYPE (room|publisher). Each job joins, publishes a 440 Hz tone, answers RPC `test.echo`
+JOB_TYPE (room|publisher), IDLE_PROCESSES (warm job processes kept ready, default 0) and
+TONE (0: publish nothing). Each job joins, publishes a 440 Hz tone, answers RPC `test.echo`
 and tags itself with attributes: worker, job_metadata, dispatch_id, job_type.
 """
 
@@ -17,6 +18,8 @@ from livekit.agents import AgentServer, JobContext, JobRequest, WorkerType, cli
 TAG = os.environ.get("WORKER_TAG", "w")
 THRESH = float(os.environ.get("THRESH") or "inf")
 JOB_LOAD = float(os.environ.get("JOB_LOAD") or "0")
+IDLE_PROCESSES = int(os.environ.get("IDLE_PROCESSES") or "0")
+TONE = os.environ.get("TONE", "1") != "0"
 RATE = 48000
 
 server = AgentServer(
@@ -24,7 +27,7 @@ server = AgentServer(
     load_threshold=THRESH,
     load_fnc=lambda s: min(1.0, len(s.active_jobs) * JOB_LOAD),  # type: ignore[attr-defined]
     initialize_process_timeout=60,
-    num_idle_processes=0,
+    num_idle_processes=IDLE_PROCESSES,
 )
 
 
@@ -54,6 +57,8 @@ async def entry(ctx: JobContext) -> None:
     await ctx.connect(auto_subscribe="audio_only")  # type: ignore[arg-type]
     local = ctx.room.local_participant
     local.register_rpc_method("test.echo", lambda data: f"echo:{data.payload}")
+    if not TONE:
+        return  # the job lives on until the room ends or roost ends it
     source = rtc.AudioSource(RATE, 1)
     track = rtc.LocalAudioTrack.create_audio_track("tone", source)
     options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)

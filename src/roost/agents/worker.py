@@ -272,9 +272,12 @@ class Worker:
         offered.state.worker_id = self.id
         offered.state.status = JS.JS_RUNNING
         offered.state.started_at = offered.state.updated_at = now_ns()
+        extra = {**self.log_extra(), "job": job.id, "room": job.room.name}
         try:
             await self.send(request)
+            log.debug("job offered", extra=extra)  # bench/agents.py times these two lines
             answer = await asyncio.wait_for(future, timeout)
+            log.debug("job offer answered (available=%s)", answer.available, extra=extra)
         except TimeoutError as exc:
             raise AvailabilityTimeout(f"worker {self.id} did not answer in {timeout:g} s") \
                 from exc
@@ -293,6 +296,8 @@ class Worker:
         message.assignment.token = token
         self.jobs[job.id] = job
         await self.send(message)
+        log.debug("job assignment sent", extra={**self.log_extra(), "job": job.id,
+                                                "room": job.room.name})
 
     async def terminate(self, job_id: str) -> None:
         """Ask the worker to end a job (it shuts the job process down)."""

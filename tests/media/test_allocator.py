@@ -8,8 +8,11 @@ from roost.media.allocator import (
     PAUSE_HOLD,
     UPGRADE_HOLD,
     LayerAllocator,
-    share_bandwidth,
+    VideoDemand,
+    deficit_bps,
+    share_by_priority,
 )
+from roost.media.types import PRIORITY_SCREEN_SHARE, PRIORITY_SPEAKER
 
 LAYERS = [0, 1, 2]
 RATES = {0: 150_000.0, 1: 500_000.0, 2: 1_500_000.0}
@@ -87,7 +90,50 @@ def test_only_arriving_layers_are_chosen() -> None:
     assert choose(alloc, None, 0.1, max_quality=0, available=[1, 2]) == 1  # none fits the cap
 
 
-def test_the_estimate_is_split_evenly_among_the_forwarded_videos() -> None:
-    assert share_bandwidth(None, 3) is None
-    assert share_bandwidth(900_000, 0) is None
-    assert share_bandwidth(900_000, 3) == 300_000
+def camera(key: str, priority: int = 0, rates: list[float] | None = None) -> VideoDemand:
+    return VideoDemand(priority, list(RATES.values()) if rates is None else rates, key)
+
+
+def test_without_an_estimate_no_track_is_limited() -> None:
+    assert share_by_priority(None, [camera("a"), camera("b")]) == [None, None]
+    assert share_by_priority(900_000, []) == []
+
+
+def test_every_track_gets_its_lowest_layer_before_any_is_raised() -> None:
+    a, b, c = camera("a"), camera("b"), camera("c")
+    shares = share_by_priority(850_000, [a, b, c])
+    # 3 x 150 k first, then a is raised to 500 k (350 k more), b does not fit the 50 k left
+    assert [s is not None and s >= r for s, r in zip(shares, [500_000, 150_000, 150_000],
+                                                      strict=True)] == [True, True, True]
+    assert shares[1] is not None and shares[1] < 500_000 / 1.05
+    assert sum(s or 0 for s in shares) <= 850_000
+
+
+def test_screen_share_then_the_speaker_come_first_whatever_their_order() -> None:
+    cam = camera("a-cam")
+    speaker = camera("b-speaker", PRIORITY_SPEAKER)
+    screen = camera("c-screen", PRIORITY_SCREEN_SHARE, [200_000.0, 2_000_000.0])
+    shares = share_by_priority(2_400_000, [cam, speaker, screen])
+    cam_s, speaker_s, screen_s = (s or 0.0 for s in shares)
+    assert screen_s >= 2_000_000  # the screen share gets its best layer
+    assert 150_000 <= speaker_s < 500_000 / 1.05 and 150_000 <= cam_s < 500_000 / 1.05
+    # with a bit more, the speaker is raised before the other camera
+    shares = share_by_priority(2_750_000, [cam, speaker, screen])
+    assert (shares[1] or 0) >= 500_000 and (shares[0] or 0) < 500_000 / 1.05
+
+
+def test_a_track_whose_lowest_layer_does_not_fit_gets_what_is_left() -> None:
+    shares = share_by_priority(200_000, [camera("a"), camera("b")])
+    assert shares[0] is not None and shares[0] >= 150_000
+    assert shares[1] is not None and shares[1] < 150_000  # its allocator keeps or pauses it
+    assert deficit_bps([camera("a"), camera("b")], shares) > 2 * 1_500_000 - 200_000 - 1
+
+
+def test_a_confirmed_probe_raises_the_layer_without_the_hold() -> None:
+    alloc = LayerAllocator()
+    assert choose(alloc, 200_000, 0.0) == 0
+    assert choose(alloc, 2_000_000, 0.5) == 0  # a raise waits for the hold...
+    alloc.confirm()
+    assert choose(alloc, 2_000_000, 0.6) == 2  # ... unless a probe just confirmed it
+    assert choose(alloc, 200_000, 0.7) == 0
+    assert choose(alloc, 2_000_000, 0.8) == 0  # the confirmation was used up

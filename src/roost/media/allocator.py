@@ -1,13 +1,19 @@
 """Stream allocation: how a subscriber's bandwidth is shared, and which layer each video gets.
 
-The subscriber's estimate (today its REMB; congestion control will supply its own) is split
-among its forwarded video tracks by `share_bandwidth`; each track's `LayerAllocator` then
-picks the spatial layer that fits its share and the client's `max_quality`, with hysteresis:
-down at once, up only after UPGRADE_HOLD, paused only after PAUSE_HOLD of not even the
-lowest layer fitting (and only when pausing is allowed). Protocol notes §9.6.
+The subscriber's estimate (roost's own from TWCC feedback, else the client's REMB) is split
+among its forwarded video tracks by `share_by_priority`: every track first gets its lowest
+layer, highest priority first (screen share, then the active speakers' video, then the
+rest), then the tracks are raised layer by layer in the same order while the estimate lasts.
+Each track's `LayerAllocator` then picks the spatial layer that fits its share and the
+client's `max_quality`, with hysteresis: down at once, up only after UPGRADE_HOLD (or at
+once when a probe confirmed the bandwidth), paused only after PAUSE_HOLD of not even the
+lowest layer fitting (and only when pausing is allowed). Protocol notes §9.6; livekit's
+streamallocator is the reference for the behaviour.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 UPGRADE_HOLD = 2.0  # seconds the bandwidth must allow a higher layer before switching up
 PAUSE_HOLD = 2.0  # seconds even the lowest layer must not fit before the track is paused
@@ -17,23 +23,79 @@ KEEP = -2  # `LayerAllocator.choose`: nothing calls for a change
 PAUSE = -1  # `LayerAllocator.choose`: forward nothing until bandwidth allows the lowest layer
 
 
-def share_bandwidth(estimate_bps: float | None, videos: int) -> float | None:
-    """Bits/s each of `videos` forwarded video tracks may use; None: no limit is known.
+HEADROOM = 1.05  # a layer "fits" a share this much above its measured rate
 
-    Audio is not counted and never paused.
+
+@dataclass(slots=True)
+class VideoDemand:
+    """What one forwarded video track asks of the subscriber's bandwidth."""
+
+    priority: int  # higher first
+    rates: list[float]  # bits/s of each arriving layer the client allows, lowest first
+    key: str = ""  # tie-break (the track sid), so equal tracks keep their order
+
+    @property
+    def optimal_bps(self) -> float:
+        return self.rates[-1] if self.rates else 0.0
+
+
+def share_by_priority(estimate_bps: float | None,
+                      demands: list[VideoDemand]) -> list[float | None]:
+    """Bits/s each track may use, in `demands` order; None everywhere when no limit is known.
+
+    Audio is not counted and never paused. A track whose lowest layer no longer fits gets
+    what is left (possibly 0): its allocator then keeps it on the lowest layer or pauses it.
     """
-    if estimate_bps is None or videos <= 0:
-        return None
-    return estimate_bps / videos
+    if estimate_bps is None:
+        return [None] * len(demands)
+    order = sorted(range(len(demands)), key=lambda i: (-demands[i].priority, demands[i].key))
+    left = float(estimate_bps)
+    level = [-1] * len(demands)  # index into each track's rates
+    shares = [0.0] * len(demands)
+    for i in order:  # lowest layers first, by priority
+        rates = demands[i].rates
+        if rates and rates[0] <= left:
+            level[i] = 0
+            shares[i] = rates[0]
+            left -= rates[0]
+    raised = True
+    while raised:  # then one layer at a time, by priority, while the estimate lasts
+        raised = False
+        for i in order:
+            rates = demands[i].rates
+            nxt = level[i] + 1
+            if level[i] >= 0 and nxt < len(rates) and rates[nxt] - shares[i] <= left:
+                left -= rates[nxt] - shares[i]
+                shares[i] = rates[nxt]
+                level[i] = nxt
+                raised = True
+    for i in order:  # the rest goes to the first track(s) by priority: room to fluctuate
+        if left <= 0:
+            break
+        if level[i] < 0:
+            shares[i] = left  # not even its lowest layer fitted
+            left = 0.0
+            continue
+        extra = min(left, shares[i] * (HEADROOM - 1.0))
+        shares[i] += extra
+        left -= extra
+    return list(shares)
+
+
+def deficit_bps(demands: list[VideoDemand], shares: list[float | None]) -> float:
+    """Bits/s more the subscriber would need for every track's best allowed layer."""
+    return sum(max(0.0, d.optimal_bps - (s or 0.0))
+               for d, s in zip(demands, shares, strict=True) if s is not None)
 
 
 class LayerAllocator:
     """The spatial layer one video subscription may receive, from its bandwidth share."""
 
-    __slots__ = ("_raise_since", "_raise_to", "_starved_since", "bw_layer")
+    __slots__ = ("_confirmed", "_raise_since", "_raise_to", "_starved_since", "bw_layer")
 
     def __init__(self) -> None:
         self.bw_layer = NO_CAP  # highest layer the share allows; -1: not even the lowest
+        self._confirmed = False  # a probe just showed the bandwidth: raise without the hold
         self._raise_since: float | None = None
         self._raise_to = NO_CAP
         self._starved_since: float | None = None
@@ -49,6 +111,7 @@ class LayerAllocator:
         if not available:
             return KEEP
         self._update(available, rates, share, allow_pause, paused, now)
+        self._confirmed = False
         if self.bw_layer < 0:
             return PAUSE
         if not simulcast and not paused:
@@ -63,7 +126,8 @@ class LayerAllocator:
         if share is None:
             fits = NO_CAP
         else:
-            fits = max((la for la in available if rates.get(la, 0.0) <= share), default=-1)
+            fits = max((la for la in available if rates.get(la, 0.0) <= share * HEADROOM),
+                       default=-1)
             if fits == available[-1]:
                 fits = NO_CAP  # everything that arrives fits: no limit from bandwidth
             elif fits < 0 and not allow_pause:
@@ -79,6 +143,9 @@ class LayerAllocator:
         if fits <= self.bw_layer:
             self.bw_layer = fits
             self._raise_since = None
+        elif self._confirmed:
+            self.bw_layer = fits
+            self._raise_since = None
         elif self._raise_since is None:
             self._raise_since = now
             self._raise_to = fits
@@ -87,3 +154,8 @@ class LayerAllocator:
             if now - self._raise_since >= UPGRADE_HOLD:
                 self.bw_layer = self._raise_to
                 self._raise_since = None
+
+    def confirm(self) -> None:
+        """A probe cluster just got through at a rate covering the raise: at the next
+        choice, raise at once instead of waiting for UPGRADE_HOLD."""
+        self._confirmed = True

@@ -13,7 +13,7 @@ import secrets
 import time
 from collections.abc import Callable
 
-from roost.media.allocator import KEEP, PAUSE, LayerAllocator
+from roost.media.allocator import KEEP, PAUSE, LayerAllocator, VideoDemand
 from roost.media.codecs import (
     FORWARDED_EXTENSIONS,
     SUBSCRIBE_EXTENSIONS,
@@ -26,6 +26,7 @@ from roost.media.roles import Send, TrackReceiver
 from roost.media.rtp import EXT_ABS_SEND_TIME, EXT_MID, EXT_TRANSPORT_CC
 from roost.media.sdp import Codec, Extmap, MediaSection
 from roost.media.sections import DISCARD
+from roost.media.types import PRIORITY_SPEAKER
 from roost.telemetry import MediaStats
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class SubscriberDownTrack:
         # track may use, None without an estimate); the allocator picks the layer it allows.
         self.bandwidth_share: float | None = None
         self.allocator = LayerAllocator()
+        self.priority = 0  # room: allocator.PRIORITY_SCREEN_SHARE for a screen share
         self.paused = False
         self.allow_pause = False  # room: may bandwidth pause this track (else: lowest layer)
         # rtc.congestion_control.enabled: offer transport-cc (stamped by the RtpSession)
@@ -111,6 +113,19 @@ class SubscriberDownTrack:
     # -- simulcast ---------------------------------------------------------------------
     def target_layer(self) -> int | None:
         return self.forwarder.target_layer if self.forwarder is not None else None
+
+    def demand(self, now: float) -> VideoDemand:
+        """What this video asks of the subscriber's bandwidth: the measured rates of the
+        arriving layers `max_quality` allows, and its priority (screen share, speaker)."""
+        up = self.up
+        arriving = up.available_layers(now)
+        layers = [la for la in arriving if la <= self.max_quality] or arriving[:1]
+        rates = up.layer_bitrates()
+        priority = self.priority + (PRIORITY_SPEAKER if up.speaking else 0)
+        return VideoDemand(priority, [rates.get(la, 0.0) for la in layers], self.track_sid)
+
+    def confirm_upgrade(self) -> None:
+        self.allocator.confirm()
 
     def select_layer(self, now: float) -> None:
         """Forward the best arriving layer within `max_quality` and the bandwidth share."""

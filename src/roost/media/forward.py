@@ -28,6 +28,9 @@ from roost.media.rtp import (
     wrap_rtx,
 )
 
+PADDING_SIZE = 240  # padding bytes in one probe packet (the most RTP padding is 255)
+_PADDING_HEAD = struct.Struct("!BBHII")  # V=2 P=1 X=1, PT, seq, timestamp, SSRC
+
 CODEC_OTHER = 0
 CODEC_OPUS = 1
 CODEC_VP8 = 2
@@ -510,6 +513,25 @@ class Forwarder:
                 h = parse_header(p)
                 p = wrap_rtx(p, h, self.rtx_ssrc, self._rtx_seq, self.rtx_payload_type)
             out.append(p)
+        return out
+
+    def padding(self, count: int, size: int = PADDING_SIZE) -> list[bytearray]:
+        """`count` padding-only RTX packets of `size` padding bytes each, for a bandwidth
+        probe: on the RTX SSRC, with the transport-cc element reserved (the transport stamps
+        it), the last forwarded timestamp, no payload. [] unless both RTX and transport-cc
+        were negotiated and something was forwarded (the probe could not be measured)."""
+        rw = self.rewriter
+        if not (self.rtx_ssrc and self._head and self._started) or rw is None:
+            return []
+        size = max(1, min(255, size))
+        block = rw.block(self._head)
+        pad = bytes(size - 1) + bytes((size,))
+        out = []
+        for _ in range(count):
+            self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+            head = _PADDING_HEAD.pack(0xB0, self.rtx_payload_type & 0x7F, self._rtx_seq,
+                                      self._last_out_ts, self.rtx_ssrc)
+            out.append(bytearray().join((head, block, pad)))
         return out
 
     def on_receiver_report(self, block: RtcpReportBlock, now: float) -> float | None:

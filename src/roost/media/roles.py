@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from roost.media.allocator import VideoDemand
 from roost.media.extensions import ExtensionRewriter
 from roost.media.forward import Forwarder, SenderReportStore
 from roost.media.sdp import Codec
@@ -24,6 +25,7 @@ class TrackReceiver(Protocol):
     red: bool  # audio arrives as RED (RFC 2198) around Opus
     extensions: dict[str, int]  # header-extension URI → the publisher's id
     clocks: SenderReportStore  # the publisher's sender reports, per layer
+    speaking: bool  # the publisher is an active speaker: its video comes first in allocation
 
     @property
     def simulcast(self) -> bool:
@@ -77,6 +79,14 @@ class TrackSender(Protocol):
     @property
     def forwarding(self) -> bool:
         """Enabled, bound and not removed: packets should be forwarded."""
+        ...
+
+    def demand(self, now: float) -> VideoDemand:
+        """What this video asks of the bandwidth (layer rates the client allows, priority)."""
+        ...
+
+    def confirm_upgrade(self) -> None:
+        """A probe got through: a pending layer raise may happen without its hold."""
         ...
 
     def select_layer(self, now: float) -> None:

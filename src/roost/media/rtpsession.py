@@ -6,7 +6,8 @@ publisher's up-track layers (SSRCs from `a=ssrc` lines, else learnt from the mid
 repaired-rid header extensions on first sight). RTCP from subscribers (NACK, PLI/FIR,
 receiver reports, REMB) goes to down-tracks; publisher sender reports to up-track layers.
 `MediaClock` drives the periodic RTCP of every session on the loop from one task: upstream
-NACKs (20 ms), receiver reports + REMB to publishers (1 s), sender reports to subscribers (3 s).
+NACKs (20 ms), receiver reports + REMB to publishers (1 s), sender reports to subscribers (3 s),
+TWCC feedback to publishers that negotiated transport-cc (50 ms, twcc_feedback.py).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from roost.media.allocator import share_bandwidth
-from roost.media.bwe import BandwidthEstimator
+from roost.media.allocator import HEADROOM, share_by_priority
+from roost.media.bwe import BandwidthEstimator, PacketResult
+from roost.media.probe import Prober
 from roost.media.roles import TrackSender
 from roost.media.rtcp import (
     RtcpFir,
@@ -39,6 +41,7 @@ from roost.media.rtcp import (
 from roost.media.rtp import EXT_MID, EXT_REPAIRED_RID, EXT_RID, parse_header, read_sdes_extension
 from roost.media.srtp import SrtpContext, SrtpError
 from roost.media.twcc import TransportSequencer
+from roost.media.twcc_feedback import FeedbackRecorder
 from roost.media.uptrack import RtxRoute, UpLayer
 from roost.telemetry import count_twcc_feedback
 
@@ -50,8 +53,9 @@ log = logging.getLogger(__name__)
 TICK = 0.02  # seconds between MediaClock ticks
 REPORT_TICKS = 50  # receiver reports + REMB every 1 s
 SENDER_REPORT_TICKS = 150  # sender reports every 3 s
-# REMB sent to publishers: roost does no receive-side bandwidth estimation, so it states a
-# fixed, generous ceiling and lets the publisher's loss-based controller do the rest.
+# REMB sent to publishers (rtc.congestion_control.publisher_max_bitrate): a ceiling. With
+# transport-cc the publisher's send-side estimate follows roost's TWCC feedback below it;
+# without, its loss-based controller does.
 REMB_BITRATE = 10_000_000
 # A subscriber REMB older than this no longer limits forwarding (some receivers only send
 # REMB while packets arrive: a paused track must not stay paused on a stale estimate).
@@ -84,10 +88,10 @@ class RtpSession:
 
     __slots__ = ("_allocated_at", "_phase", "_protect", "_protect_rtcp", "_sendto",
                  "_unprotect", "_unprotect_rtcp", "bwe", "congestion_control", "downs",
-                 "errors", "extensions", "label", "remb_at", "remb_bps", "routes",
+                 "errors", "extensions", "label", "prober", "remb_at", "remb_bps", "routes",
                  "rtcp_errors", "rtcp_in", "rtcp_out", "rtp_in", "rtp_out", "send_errors",
                  "sequencer", "srtp_errors", "ssrc", "transport_cc_id", "twcc_at",
-                 "unroutable", "ups")
+                 "twcc_feedback", "unroutable", "uplink_max_bps", "ups")
 
     def __init__(self, label: str = "") -> None:
         self.label = label
@@ -96,6 +100,10 @@ class RtpSession:
         self.downs: dict[int, TrackSender] = {}  # by SSRC (media and RTX)
         self.routes: dict[int, Route] = {}
         self.extensions: dict[str, int] = {}  # publisher's header-extension ids (bundle-wide)
+        # Towards a publisher: TWCC feedback once it negotiated transport-cc (tracks.py sets
+        # it), and the REMB ceiling it is sent.
+        self.twcc_feedback: FeedbackRecorder | None = None
+        self.uplink_max_bps = REMB_BITRATE
         self._unprotect: Callable[[bytes], bytes] | None = None
         self._unprotect_rtcp: Callable[[bytes], bytes] | None = None
         self._protect: Callable[[bytes | bytearray], bytes] | None = None
@@ -111,6 +119,8 @@ class RtpSession:
         self.sequencer = TransportSequencer()
         self.bwe = BandwidthEstimator()
         self.twcc_at = -math.inf  # when TWCC feedback last arrived
+        # padding clusters before layers go up (probe.py); made when transport-cc is set
+        self.prober: Prober | None = None
         self._allocated_at = -math.inf
         # counters
         self.rtp_in = 0
@@ -155,6 +165,8 @@ class RtpSession:
         self._unprotect = self._unprotect_rtcp = None
         self._sendto = None
         MediaClock.get().remove(self)
+        if self.prober is not None:
+            self.prober.close()
         for up in list(self.ups.values()):
             up.close()
         for down in list(self.downs.values()):
@@ -234,6 +246,9 @@ class RtpSession:
         if len(plain) < 12:
             return
         self.rtp_in += 1
+        feedback = self.twcc_feedback
+        if feedback is not None:
+            feedback.record(plain, time.monotonic())
         route = self.routes.get(_SSRC.unpack_from(plain, 8)[0])
         if route is None:
             route = self._learn(plain)
@@ -312,7 +327,8 @@ class RtpSession:
                 if results:
                     self.twcc_at = now
                     self.bwe.on_feedback(results, now)
-                    if now - self._allocated_at >= TWCC_ALLOCATE_INTERVAL:
+                    if self._probed(results, now) or (
+                            now - self._allocated_at >= TWCC_ALLOCATE_INTERVAL):
                         self.allocate(now)
             elif isinstance(p, RtcpRemb):
                 if not p.ssrcs or any(s in downs for s in p.ssrcs):
@@ -324,7 +340,8 @@ class RtpSession:
             down.on_pli()
 
     def allocate(self, now: float) -> None:
-        """Share the subscriber's estimate among its video down-tracks; pick layers.
+        """Share the subscriber's estimate among its video down-tracks by priority; pick
+        layers; probe when the tracks want more than the estimate.
 
         The estimate is roost's own (TWCC feedback, capped by a REMB) while feedback
         arrives, else the subscriber's REMB; with neither there is no bandwidth limit (only
@@ -336,10 +353,51 @@ class RtpSession:
             self.remb_bps = None  # stale
         videos = [d for s, d in self.downs.items()
                   if s == d.ssrc and d.kind == "video" and d.forwarder is not None and d.forwarding]
-        share = share_bandwidth(self.available_bps(now), len(videos))
-        for down in videos:
+        demands = [d.demand(now) for d in videos]
+        estimate = self.available_bps(now)
+        for down, share in zip(videos, share_by_priority(estimate, demands), strict=True):
             down.bandwidth_share = share
             down.select_layer(now)
+        prober = self.prober
+        if prober is not None and estimate is not None and now - self.twcc_at <= REMB_TIMEOUT:
+            wanted = HEADROOM * sum(d.optimal_bps for d in demands)
+            if self.bwe.state != "decrease":
+                prober.maybe_start(estimate, wanted, self.sequencer.sent_bps(now), now)
+
+    def enable_probing(self) -> None:
+        """transport-cc was negotiated: probe before raising layers (probe.py)."""
+        if self.prober is None:
+            self.prober = Prober(self._send_padding, lambda: self.sequencer.next_seq)
+
+    def _send_padding(self, count: int) -> int:
+        """Padding packets for a probe, on the RTX stream of a forwarding video track."""
+        for ssrc, down in self.downs.items():
+            forwarder = down.forwarder
+            if ssrc != down.ssrc or forwarder is None or not down.forwarding:
+                continue
+            packets = forwarder.padding(count)
+            if packets:
+                for pkt in packets:
+                    self.send_rtp(pkt)
+                return len(packets)
+        return 0
+
+    def _probed(self, results: list[PacketResult], now: float) -> bool:
+        """Feed TWCC results to the prober; True when a probe just got through (layers may
+        go up at once)."""
+        prober = self.prober
+        if prober is None or not prober.busy:
+            return False
+        bps = prober.on_results(results, now)
+        if bps is None:
+            return False
+        self.bwe.on_probe_result(bps, now)
+        if not prober.last_ok:
+            return False
+        for ssrc, down in self.downs.items():
+            if ssrc == down.ssrc and down.kind == "video":
+                down.confirm_upgrade()
+        return True
 
     def available_bps(self, now: float) -> int | None:
         """What the subscriber's link takes now: the TWCC estimate while feedback arrives,
@@ -379,6 +437,8 @@ class RtpSession:
 
     # -- periodic ----------------------------------------------------------------------
     def tick(self, now: float, n: int) -> None:
+        if self.twcc_feedback is not None:
+            self.twcc_feedback.tick(now, self.send_rtcp)
         for up in self.ups.values():
             up.tick(now)
         if n % REPORT_TICKS == 0 and self.ups:
@@ -401,7 +461,7 @@ class RtpSession:
             return
         parts = [bytes(RtcpReceiverReport(self.ssrc, blocks[i : i + 31]))
                  for i in range(0, max(1, len(blocks)), 31)]
-        parts.append(bytes(RtcpRemb(self.ssrc, REMB_BITRATE, ssrcs[:255])))
+        parts.append(bytes(RtcpRemb(self.ssrc, self.uplink_max_bps, ssrcs[:255])))
         self.send_rtcp(b"".join(parts))
 
     def _sender_reports(self, now: float) -> None:

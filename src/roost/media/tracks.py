@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 
 from roost.media.codecs import PayloadTypes
 from roost.media.downtrack import SubscriberDownTrack, random_ssrc
 from roost.media.rtp import EXT_TRANSPORT_CC
 from roost.media.rtpsession import RtpSession
 from roost.media.sdp import MediaSection, SessionDescription
+from roost.media.twcc_feedback import FeedbackRecorder
 from roost.media.types import DownTrack, MediaInfo, UpTrack
 from roost.media.uptrack import MediaUpTrack
 
@@ -69,6 +71,11 @@ class TrackBook:
                 for e in a.extmaps:
                     extensions.setdefault(e.uri, e.id)
         rtp.extensions = extensions
+        tcc = extensions.get(EXT_TRANSPORT_CC, 0) if rtp.congestion_control else 0
+        if not tcc:
+            rtp.twcc_feedback = None
+        elif rtp.twcc_feedback is None or rtp.twcc_feedback.ext_id != tcc:
+            rtp.twcc_feedback = FeedbackRecorder(tcc, rtp.ssrc, time.monotonic())
         ended: list[str] = []
         started: list[tuple[MediaInfo, UpTrack]] = []
         for m, a in zip(offer.media, answer.media, strict=True):
@@ -228,6 +235,7 @@ class TrackBook:
         for e in m.extmaps:
             if e.uri == EXT_TRANSPORT_CC and self.rtp.congestion_control:
                 self.rtp.transport_cc_id = e.id
+                self.rtp.enable_probing()
 
     def missing(self) -> tuple[int, int]:
         """(audio, video) recvonly sections the client must add for the pending tracks."""

@@ -55,6 +55,17 @@ class TransportSequencer:
         self.stamped += 1
         return out
 
+    def sent_bps(self, now: float, window: float = 0.5) -> float:
+        """Bits/s stamped over the last `window` seconds (walks back through the history)."""
+        total = 0
+        seq = self.next_seq - 1
+        oldest = max(0, self.next_seq - HISTORY)
+        sent_at, sizes = self._sent_at, self._sizes
+        while seq >= oldest and now - sent_at[seq & (HISTORY - 1)] <= window:
+            total += sizes[seq & (HISTORY - 1)]
+            seq -= 1
+        return 8 * total / window
+
     def _unwrap(self, seq16: int) -> int:
         """The sent sequence number (at most 2^16 back) whose low 16 bits are `seq16`."""
         latest = self.next_seq - 1

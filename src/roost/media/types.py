@@ -27,6 +27,7 @@ class UpTrack(Protocol):
     kind: str
     mid: str
     mime_type: str
+    speaking: bool  # room: the publisher is an active speaker (its video is allocated first)
 
     def request_keyframe(self) -> None:
         """Ask the publisher for a keyframe (throttled)."""
@@ -42,6 +43,10 @@ class UpTrack(Protocol):
         ...
 
 
+PRIORITY_SCREEN_SHARE = 2  # allocation priority of a screen share (higher goes first)
+PRIORITY_SPEAKER = 1  # ... added to an active speaker's video
+
+
 class DownTrack(Protocol):
     """One subscription's outgoing RTP stream on a subscriber transport (media layer)."""
 
@@ -49,6 +54,7 @@ class DownTrack(Protocol):
     # media → room: the track was paused (False) / resumed (True) for lack of bandwidth
     on_stream_state: Callable[[bool], None] | None
     allow_pause: bool  # may bandwidth pause it (else it stays on the lowest layer)
+    priority: int  # in bandwidth allocation: PRIORITY_SCREEN_SHARE, else 0
 
     @property
     def mid(self) -> str:

@@ -168,6 +168,7 @@ class MediaUpTrack:
         self.layers = [UpLayer(self, i, r) for i, r in zip(indexes, self.rids or [""],
                                                             strict=False)]
         self.clocks = SenderReportStore()
+        self.speaking = False  # room: the publisher is an active speaker (allocation priority)
         self.pli = PliThrottle()
         self._level = AudioLevel()
         self.downs: list[TrackSender] = []

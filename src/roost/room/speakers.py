@@ -53,6 +53,9 @@ class ActiveSpeakers:
         self.last = now
         if not changed:
             return
+        for pub in self.room.subscriptions.publications():
+            if pub.up is not None and pub.info.type == models.TrackType.VIDEO:
+                pub.up.speaking = pub.publisher.sid in now
         for p in self.room.participants.values():
             if not p.connected:
                 continue

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from livekit.protocol import models, rtc
 
 from roost.ids import TrackSid
+from roost.media.types import PRIORITY_SCREEN_SHARE
 from roost.room.tracks import Subscription, TrackPublication, quality_for
 
 if TYPE_CHECKING:
@@ -137,6 +138,8 @@ class Subscriptions:
                                         stream_id=f"{pub.publisher.sid}|{pub.sid}")
         pub.subscribers[sub.sid] = Subscription(sub, pub, down)
         down.allow_pause = self.room.allow_pause or sub.params.subscriber_allow_pause
+        if pub.info.source == models.TrackSource.SCREEN_SHARE:
+            down.priority = PRIORITY_SCREEN_SHARE
         down.on_stream_state = lambda active: sub.send(rtc.SignalResponse(
             stream_state_update=rtc.StreamStateUpdate(stream_states=[rtc.StreamStateInfo(
                 participant_sid=pub.publisher.sid, track_sid=pub.sid,

@@ -104,3 +104,39 @@ def test_feedback_for_packets_never_sent_or_forgotten_is_counted_not_raised() ->
     assert seq.results(feedback(HISTORY + 5, [1, 1, 1, 1, 1, 1])) == []  # beyond the last
     assert seq.results(feedback(2, [1])) == []  # older than the history
     assert seq.feedback_errors == 2
+
+
+def test_hostile_twcc_feedback_on_the_receive_path_is_counted_never_raised() -> None:
+    """Truncated, oversized and random TWCC packets reach RtpSession.on_rtcp as a subscriber
+    would send them: every one is dropped with a counted error, and good feedback after
+    them still reaches the estimator."""
+    import random
+
+    from roost.media.rtpsession import RtpSession
+
+    session = RtpSession("hostile")
+    session.congestion_control = True
+    session.transport_cc_id = TCC
+    for i in range(200):
+        session.sequencer.stamp(rtp(i, ext=reserved()), TCC, now=i * 0.001)
+    rng = random.Random(7)
+    good = RtcpTwcc.build(1, 2, 100, 1, 0, [4] * 20)  # 20 packets 1 ms apart
+    hostile = [good[:-4], good[:12], good + b"\x00" * 3]
+    for _ in range(500):
+        body = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 40)))
+        words = (8 + len(body) + 3) // 4 - 1
+        body += b"\x00" * (-(8 + len(body)) % 4)
+        hostile.append(bytes((0x8F, 205)) + words.to_bytes(2, "big") + bytes(4) + body)
+    for _ in range(200):  # well-formed headers around random chunks and deltas
+        n = rng.randrange(1, 3000)
+        fci = (rng.randrange(65536).to_bytes(2, "big") + n.to_bytes(2, "big")
+               + bytes(rng.randrange(256) for _ in range(rng.randrange(4, 60))))
+        fci += b"\x00" * (-len(fci) % 4)
+        words = (12 + len(fci)) // 4 - 1
+        hostile.append(bytes((0x8F, 205)) + words.to_bytes(2, "big") + bytes(4)
+                       + (2).to_bytes(4, "big") + fci)
+    for pkt in hostile:
+        session.on_rtcp(pkt)  # an exception out of the parser or the estimator fails here
+    assert session.rtcp_errors + session.sequencer.feedback_errors + session.bwe.skipped > 400
+    session.on_rtcp(good)
+    assert session.twcc_at > 0  # good feedback still counts

@@ -65,3 +65,17 @@ def test_turn_tls_without_a_certificate_is_refused() -> None:
     settings.turn.tls_port = 5349
     with pytest.raises(ConfigError, match="cert_file"):
         settings.validate()
+
+
+def test_the_publisher_remb_ceiling_comes_from_congestion_control(tmp_path: Path) -> None:
+    assert Settings().rtc.publisher_max_bitrate == 10_000_000
+    path = tmp_path / "livekit.yaml"
+    path.write_text("rtc:\n  congestion_control:\n    enabled: true\n"
+                    "    publisher_max_bitrate: 2500000\n")
+    settings = Settings()
+    load_file(settings, path)
+    assert settings.rtc.congestion_control is True
+    assert settings.rtc.publisher_max_bitrate == 2_500_000
+    path.write_text("rtc:\n  congestion_control:\n    publisher_max_bitrate: fast\n")
+    with pytest.raises(ConfigError, match="publisher_max_bitrate"):
+        load_file(Settings(), path)

@@ -44,6 +44,11 @@ class RTCConfig:
     # Off by default until probing lands (livekit-server's default is on): without probes
     # the estimate cannot grow past what is sent, so layers would not come back up.
     congestion_control: bool = False
+    # rtc.congestion_control.publisher_max_bitrate (roost's; livekit.yaml has none): the REMB
+    # every publisher is sent each second, in bits/s. A ceiling on the publisher's own
+    # estimate: with congestion control its video also negotiates transport-cc and the
+    # estimate follows roost's TWCC feedback below it (libwebrtc takes REMB as a cap then).
+    publisher_max_bitrate: int = 10_000_000
     # /rtc/v1 (and /rtc?join_request=): one peer connection per participant. Off: 404, so
     # clients fall back to /rtc with two peer connections.
     single_peer_connection: bool = True
@@ -262,6 +267,12 @@ def load_file(settings: Settings, path: str | Path) -> None:
                 rtc["allow_pause"] = bool(congestion["allow_pause"])
             if "enabled" in congestion:
                 rtc["congestion_control"] = bool(congestion["enabled"])
+            if "publisher_max_bitrate" in congestion:
+                value = congestion["publisher_max_bitrate"]
+                if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                    raise ConfigError("rtc.congestion_control.publisher_max_bitrate must be "
+                                      f"a positive number of bits/s, not {value!r}")
+                rtc["publisher_max_bitrate"] = value
         elif congestion is not None:
             rtc["congestion_control"] = congestion
         udp = rtc.get("udp_port")

@@ -65,8 +65,18 @@ TWCC_FEEDBACK = Counter(
     "roost_twcc_feedback", "Transport-wide CC feedback from subscribers, by result "
     "(used|unknown: naming packets not sent or long forgotten)", ["result"], registry=REGISTRY)
 
+TWCC_FEEDBACK_SENT = Counter(
+    "roost_twcc_feedback_sent", "Transport-wide CC feedback packets sent to publishers",
+    registry=REGISTRY)
+TWCC_RECORD_ERRORS = Counter(
+    "roost_twcc_record_errors", "Publisher packets whose transport-wide sequence number was "
+    "not recorded, by kind (malformed: an element not 2 bytes or a cut block; late: behind "
+    "the reordering window)", ["kind"], registry=REGISTRY)
+
 for _result in ("success", "failure"):
     WEBHOOK_DELIVERIES.labels(_result)
+for _kind in ("malformed", "late"):
+    TWCC_RECORD_ERRORS.labels(_kind)
 
 
 def count_error(kind: str) -> None:
@@ -77,6 +87,16 @@ def count_error(kind: str) -> None:
 def count_twcc_feedback(used: bool) -> None:
     """Count one TWCC feedback packet: read into the estimate, or naming nothing known."""
     TWCC_FEEDBACK.labels("used" if used else "unknown").inc()
+
+
+def count_twcc_feedback_sent(packets: int, malformed: int = 0, late: int = 0) -> None:
+    """Count TWCC feedback sent to a publisher, and the packets it could not record."""
+    if packets:
+        TWCC_FEEDBACK_SENT.inc(packets)
+    if malformed:
+        TWCC_RECORD_ERRORS.labels("malformed").inc(malformed)
+    if late:
+        TWCC_RECORD_ERRORS.labels("late").inc(late)
 
 
 def count_agent_job(outcome: str, dispatch_seconds: float | None = None) -> None:

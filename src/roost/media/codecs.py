@@ -26,14 +26,16 @@ EXT_DEPENDENCY_DESCRIPTOR = (
     "https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension"
 )
 
-# Extensions roost accepts from publishers. transport-cc is left out on purpose: roost
-# sends REMB and receiver reports, and a publisher that negotiated transport-wide CC
-# would wait for TWCC feedback that never comes.
+# Extensions roost accepts from publishers. transport-cc only with
+# rtc.congestion_control.enabled, on video as livekit-server does (`PUBLISH_VIDEO_TRANSPORT_CC`):
+# roost then sends TWCC feedback (twcc_feedback.py); without it the publisher gets receiver
+# reports and REMB only, and one that negotiated transport-wide CC would wait for feedback.
 PUBLISH_AUDIO_EXTENSIONS = {EXT_MID, EXT_RID, EXT_REPAIRED_RID, EXT_AUDIO_LEVEL,
                             EXT_ABS_SEND_TIME, EXT_ABS_CAPTURE_TIME}
 PUBLISH_VIDEO_EXTENSIONS = {EXT_MID, EXT_RID, EXT_REPAIRED_RID, EXT_ABS_SEND_TIME,
                             EXT_ABS_CAPTURE_TIME, EXT_VIDEO_ORIENTATION, EXT_TOFFSET,
                             EXT_DEPENDENCY_DESCRIPTOR}
+PUBLISH_VIDEO_TRANSPORT_CC = PUBLISH_VIDEO_EXTENSIONS | {EXT_TRANSPORT_CC}
 
 # Header extensions roost offers subscribers, with the ids it uses on every connection.
 SUBSCRIBE_EXTENSIONS: dict[str, list[tuple[str, int]]] = {
@@ -48,6 +50,10 @@ FORWARDED_EXTENSIONS = (EXT_AUDIO_LEVEL, EXT_VIDEO_ORIENTATION)
 
 AUDIO_FEEDBACK = ("nack",)
 VIDEO_FEEDBACK = ("goog-remb", "ccm fir", "nack", "nack pli")
+# With congestion control the publisher's video also gets transport-cc (its encoder then
+# follows a send-side estimate built from roost's feedback; the REMB stays as a cap). Audio
+# keeps only nack and no transport-cc extension, as in livekit-server's publisher config.
+PUBLISH_VIDEO_FEEDBACK_CC = ("transport-cc", *VIDEO_FEEDBACK)
 # Towards subscribers roost also sends transport-wide sequence numbers and reads their
 # TWCC feedback (twcc.py); REMB stays for clients without it.
 SUBSCRIBE_AUDIO_FEEDBACK = (*AUDIO_FEEDBACK, "transport-cc")
@@ -87,11 +93,12 @@ def _rtx_for(codecs: list[Codec], pt: int) -> Codec | None:
     return None
 
 
-def choose_publish_codecs(m: MediaSection) -> list[Codec]:
+def choose_publish_codecs(m: MediaSection, transport_cc: bool = False) -> list[Codec]:
     """Codecs to accept from a publisher's section, the one it should send first ([] = none).
 
     Audio: RED (wrapping Opus) first when offered, then Opus. Video: the first offered VP8
-    or packetization-mode=1 H.264, then its RTX. rtcp-fb is limited to what roost serves.
+    or packetization-mode=1 H.264, then its RTX. rtcp-fb is limited to what roost serves
+    (with `transport_cc`, video's transport-cc too).
     """
     offered = _offered(m)
     if m.kind == "audio":
@@ -108,7 +115,7 @@ def choose_publish_codecs(m: MediaSection) -> list[Codec]:
         name = c.name.lower()
         if name == "vp8" or (name == "h264"
                              and c.fmtp_params().get("packetization-mode") == "1"):
-            chosen = [_copy(c, VIDEO_FEEDBACK)]
+            chosen = [_copy(c, PUBLISH_VIDEO_FEEDBACK_CC if transport_cc else VIDEO_FEEDBACK)]
             rtx = _rtx_for(offered, c.payload_type)
             if rtx is not None:
                 chosen.append(_copy(rtx, ()))
@@ -116,9 +123,13 @@ def choose_publish_codecs(m: MediaSection) -> list[Codec]:
     return []
 
 
-def accepted_extmaps(m: MediaSection) -> list[Extmap]:
-    """The offered header extensions roost accepts on a publisher section."""
-    wanted = PUBLISH_AUDIO_EXTENSIONS if m.kind == "audio" else PUBLISH_VIDEO_EXTENSIONS
+def accepted_extmaps(m: MediaSection, transport_cc: bool = False) -> list[Extmap]:
+    """The offered header extensions roost accepts on a publisher section (with
+    `transport_cc`, transport-wide-cc on video too)."""
+    if m.kind == "audio":
+        wanted = PUBLISH_AUDIO_EXTENSIONS
+    else:
+        wanted = PUBLISH_VIDEO_TRANSPORT_CC if transport_cc else PUBLISH_VIDEO_EXTENSIONS
     return [Extmap(e.id, e.uri) for e in m.extmaps if e.uri in wanted]
 
 

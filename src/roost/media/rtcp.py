@@ -487,25 +487,48 @@ class RtcpTwcc:
               deltas: list[int | None]) -> bytes:
         """Feedback for packets `base`, `base`+1, ...: each receive delta in 250 µs steps
         (the first from `reference_time` x 64 ms, then from the previous arrival), None for
-        a packet not received. Status vector chunks of two-bit symbols throughout."""
-        if not deltas or len(deltas) > 0xFFFF:
+        a packet not received.
+
+        Status chunks as libwebrtc writes them: a run-length chunk for 14 or more equal
+        symbols (up to 8191), else a one-bit status vector (14 symbols) when none of them
+        is a large delta, else a two-bit vector (7). Deltas in 0..255 take one byte, others
+        (negative or over 63.75 ms) two, signed.
+        """
+        n = len(deltas)
+        if not n or n > 0xFFFF:
             raise ValueError("TWCC feedback covers 1..65535 packets")
         symbols = [0 if d is None else 1 if 0 <= d <= 255 else 2 for d in deltas]
-        for d in deltas:
-            if d is not None and not -32768 <= d <= 32767:
-                raise ValueError(f"TWCC receive delta {d} does not fit 16 bits")
-        body = bytearray(_HH.pack(base & 0xFFFF, len(deltas)))
+        body = bytearray(_HH.pack(base & 0xFFFF, n))
         body += bytes(((reference_time >> 16) & 0xFF, (reference_time >> 8) & 0xFF,
                        reference_time & 0xFF, fb_count & 0xFF))
-        for i in range(0, len(symbols), 7):
-            chunk = 0xC000
-            for k, sym in enumerate(symbols[i:i + 7]):
-                chunk |= sym << (2 * (6 - k))
+        i = 0
+        while i < n:
+            sym = symbols[i]
+            run = 1
+            while i + run < n and run < 0x1FFF and symbols[i + run] == sym:
+                run += 1
+            if run >= 14:
+                body += ((sym << 13) | run).to_bytes(2, "big")
+                i += run
+                continue
+            group = symbols[i:i + 14]
+            if 2 not in group:
+                chunk = 0x8000
+                for k, s in enumerate(group):
+                    chunk |= s << (13 - k)
+                i += 14
+            else:
+                chunk = 0xC000
+                for k, s in enumerate(group[:7]):
+                    chunk |= s << (2 * (6 - k))
+                i += 7
             body += chunk.to_bytes(2, "big")
         for d, sym in zip(deltas, symbols, strict=True):
             if sym == 1:
                 body.append(d)  # type: ignore[arg-type]
             elif sym == 2:
+                if not -32768 <= d <= 32767:  # type: ignore[operator]
+                    raise ValueError(f"TWCC receive delta {d} does not fit 16 bits")
                 body += int(d).to_bytes(2, "big", signed=True)  # type: ignore[arg-type]
         body += b"\x00" * (-(len(body) + 8) % 4)
         fci = _U32.pack(sender) + _U32.pack(media) + bytes(body)

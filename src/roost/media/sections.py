@@ -29,7 +29,7 @@ def offered_rids(offer: MediaSection) -> list[str]:
     return [r for r in order if r in sends] or sends
 
 
-def answer_media(offer: MediaSection) -> MediaSection:
+def answer_media(offer: MediaSection, transport_cc: bool = False) -> MediaSection:
     """Answer an audio/video section: `recvonly` with roost's codecs when it publishes.
 
     Sections the client does not send on (the SDK's recvonly transceivers) are answered
@@ -53,7 +53,7 @@ def answer_media(offer: MediaSection) -> MediaSection:
         direction="recvonly" if receiving else "inactive",
         rtcp_mux=True,
         rtcp_rsize=offer.rtcp_rsize,
-        extmaps=accepted_extmaps(offer),
+        extmaps=accepted_extmaps(offer, transport_cc),
         codecs=codecs,
     )
     rids = offered_rids(offer) if receiving else []

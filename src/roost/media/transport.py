@@ -393,7 +393,8 @@ class PeerTransport:
                 self._channels.expect(RELIABLE, LOSSY)  # the client opens them once connected
                 sections.append(self._answer_datachannel(m, attrs))
             elif m.kind in ("audio", "video"):
-                section = forwarded.get(m.mid or "") or answer_media(m)
+                section = (forwarded.get(m.mid or "")
+                           or answer_media(m, self.rtp.congestion_control))
                 self._fill_transport(section, attrs)
                 sections.append(section)
             else:

@@ -178,6 +178,7 @@ class SignalService:
         transport = PeerTransport(addresses=addresses, port_range=port_range,
                                   label=f"{p.sid}/{label}", mux=mux,
                                   congestion_control=rtc_cfg.congestion_control)
+        transport.rtp.uplink_max_bps = rtc_cfg.publisher_max_bitrate
         transport.on_data = lambda channel, data: room.on_data(p, channel, data)
         transport.on_track = lambda media, up: room.media_arrived(p, media, up)
         transport.on_track_ended = lambda mid: room.media_ended(p, mid)

@@ -5,6 +5,7 @@
     python bench/forward.py --quick               # 2 publishers, 20/50 subscribers
     python bench/forward.py --compare-udp-port    # one socket per PC vs rtc.udp_port, side by side
     python bench/forward.py --compare-rev REV     # this tree's src/ vs git revision REV's
+    python bench/forward.py --compare-congestion-control  # rtc.congestion_control off vs on
 
 A real `roost serve` process forwards; the clients are lite LiveKit clients
 (`tests/media/liteclient.py`: signalling + ICE/DTLS/SRTP, no codecs) in this process, on
@@ -443,6 +444,24 @@ async def compare_udp_port(args: argparse.Namespace) -> int:
     return await compare(args, modes, "socket per peer connection vs one shared UDP socket")
 
 
+async def compare_congestion_control(args: argparse.Namespace) -> int:
+    """Two servers of this tree, rtc.congestion_control off and on: with it on, every packet
+    to a subscriber carries a transport-wide sequence number (the lite subscribers accept
+    the extension but send no TWCC feedback, so this is the forwarding cost, not the
+    estimator's)."""
+    folder = Path(tempfile.mkdtemp(prefix="roost-forward-cc-"))
+    modes = {}
+    for name, enabled in (("cc off", "false"), ("cc on", "true")):
+        config = folder / f"{name.replace(' ', '-')}.yaml"
+        config.write_text(f"rtc:\n  congestion_control:\n    enabled: {enabled}\n")
+        modes[name] = start_server("--log-level", "warning", "--config", str(config))
+    try:
+        return await compare(args, modes, "congestion control off vs on (transport-cc "
+                                          "stamped on every forwarded packet)")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def compare_rev(args: argparse.Namespace) -> int:
     """This tree's server and revision `args.compare_rev`'s, side by side, same load."""
     sha, src = checkout_src(args.compare_rev)
@@ -513,6 +532,8 @@ def main() -> int:
                         help="a socket per peer connection vs rtc.udp_port, side by side")
     parser.add_argument("--compare-rev", metavar="REV",
                         help="git revision REV's server vs this tree's, side by side")
+    parser.add_argument("--compare-congestion-control", action="store_true",
+                        help="rtc.congestion_control off vs on, side by side")
     parser.add_argument("--rounds", type=int, default=4, help="windows per mode (compare)")
     args = parser.parse_args()
     if args.quick:
@@ -523,11 +544,13 @@ def main() -> int:
         uvloop.install()
     except ImportError:
         pass
-    if args.compare_udp_port or args.compare_rev:
+    if args.compare_udp_port or args.compare_rev or args.compare_congestion_control:
         if args.subscribers == 200:
             args.subscribers = 100
         if args.compare_rev:
             return compare_rev(args)
+        if args.compare_congestion_control:
+            return asyncio.run(compare_congestion_control(args))
         return asyncio.run(compare_udp_port(args))
     return asyncio.run(main_async(args))
 

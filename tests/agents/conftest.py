@@ -25,15 +25,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 
 @pytest.fixture
 def spawn(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Spawn]:
-    """Start a worker (`tag`, `agent_name`, `app` script, env) against a server; all stopped
-    at teardown."""
+    """Start a worker (`tag`, `agent_name`, `app` script, CLI `mode` and its `args`, the log
+    line it is `ready` at, env) against a server; all stopped at teardown."""
     started: list[AgentWorker] = []
     request.node.stash[WORKERS] = started
 
     def factory(server: RoostServer, tag: str, agent_name: str = "",
-                app: Path = AGENT_APP, **env: str) -> AgentWorker:
+                app: Path = AGENT_APP, mode: str = "dev", args: tuple[str, ...] = (),
+                ready: str = "registered worker", **env: str) -> AgentWorker:
         worker = AgentWorker(server, tmp_path / f"worker-{tag}.log", tag=tag,
-                             agent_name=agent_name, env=env, app=app)
+                             agent_name=agent_name, mode=mode, args=args, ready=ready,
+                             env=env, app=app)
         started.append(worker)
         return worker.start()
 

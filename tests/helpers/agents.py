@@ -28,14 +28,17 @@ def agents_available() -> str:
 
 @dataclass
 class AgentWorker:
-    """One `agent_app.py dev|start` process (or another worker script, `app`); `tag` names it
-    in its jobs' attributes."""
+    """One `agent_app.py dev|start|connect` process (or another worker script, `app`) with
+    `args` after the mode (`connect`: `--room R`); `tag` names it in its jobs' attributes.
+    `start()` waits until the log shows `ready` (nothing, if empty)."""
 
     server: RoostServer
     log_path: Path
     tag: str = "w"
     agent_name: str = ""
     mode: str = "dev"
+    args: tuple[str, ...] = ()
+    ready: str = "registered worker"
     env: dict[str, str] = field(default_factory=dict)
     app: Path = AGENT_APP
     health_port: int = 0
@@ -50,10 +53,11 @@ class AgentWorker:
                "PYTHONUNBUFFERED": "1", **self.env}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [str(AGENTS_PYTHON), str(self.app), self.mode], stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, cwd=self.app.parent, env=env,
-                start_new_session=True)
-        self.wait_for_log("registered worker", timeout)
+                [str(AGENTS_PYTHON), str(self.app), self.mode, *self.args],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd=self.app.parent, env=env, start_new_session=True)
+        if self.ready:
+            self.wait_for_log(self.ready, timeout)
         return self
 
     def log(self) -> str:

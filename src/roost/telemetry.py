@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 disable_created_metrics()  # no `*_created` series: they double the output and nobody graphs them
@@ -196,6 +196,86 @@ class _MediaCollector(Collector):
 
 
 REGISTRY.register(_MediaCollector())
+
+
+# -- congestion control, read at scrape time -----------------------------------------
+
+
+def _media_sessions() -> list[object]:
+    """The RtpSessions the media clocks tick (only those whose DTLS is up)."""
+    from roost.media.rtpsession import MediaClock  # late: telemetry must not import media early
+
+    clocks = getattr(MediaClock, "_clocks", {})
+    return [s for clock in list(clocks.values()) for s in list(getattr(clock, "sessions", {}))]
+
+
+class _CongestionCollector(Collector):
+    """Per-subscriber estimate and forwarded layer, per-publisher layer bitrates (gauges).
+
+    Read from the live media sessions when /metrics is scraped (nothing on the packet path):
+    `roost_cc_available_bps{session}` the bandwidth a subscriber's link is believed to take
+    (TWCC estimate while feedback arrives, else REMB; absent when unknown),
+    `roost_cc_forwarded_layer{session,track}` the spatial layer forwarded to a subscriber
+    (-1: none/paused), `roost_cc_target_layer{session,track}` the layer it switches to, and
+    `roost_cc_publisher_layer_bps{session,mid,layer}` what each simulcast layer brings in.
+    `session` is roost's transport label (`<participant sid>/<publisher|subscriber>`).
+    Attributes are read defensively: a media object without one is skipped.
+    """
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        import time
+
+        estimate = GaugeMetricFamily("roost_cc_available_bps",
+                                     "Bandwidth believed available towards a subscriber",
+                                     labels=["session"])
+        forwarded = GaugeMetricFamily("roost_cc_forwarded_layer",
+                                      "Spatial layer forwarded to a subscriber (-1 none)",
+                                      labels=["session", "track"])
+        target = GaugeMetricFamily("roost_cc_target_layer",
+                                   "Spatial layer a subscriber's forwarder aims at (-1 none)",
+                                   labels=["session", "track"])
+        layers = GaugeMetricFamily("roost_cc_publisher_layer_bps",
+                                   "Received bits/s per published layer",
+                                   labels=["session", "mid", "layer"])
+        try:
+            sessions = _media_sessions()
+        except Exception:  # media not importable / no loop: nothing to report
+            sessions = []
+        now = time.monotonic()
+        for session in sessions:
+            label = str(getattr(session, "label", "?"))
+            try:
+                available = getattr(session, "available_bps", None)
+                bps = available(now) if callable(available) else None
+                if bps is not None:
+                    estimate.add_metric([label], float(bps))
+                for ssrc, down in list(getattr(session, "downs", {}).items()):
+                    forwarder = getattr(down, "forwarder", None)
+                    if ssrc != getattr(down, "ssrc", None) or forwarder is None:
+                        continue
+                    if getattr(down, "kind", "video") != "video":
+                        continue
+                    track = str(getattr(down, "track_sid", "?"))
+                    current = getattr(forwarder, "current_layer", None)
+                    layer = current() if callable(current) else current
+                    forwarded.add_metric([label, track], -1.0 if layer is None else layer)
+                    aim = getattr(forwarder, "target_layer", None)
+                    target.add_metric([label, track], -1.0 if aim is None else aim)
+                for up in list(getattr(session, "ups", {}).values()):
+                    if getattr(up, "kind", "") != "video":
+                        continue
+                    for index, rate in up.layer_bitrates().items():
+                        layers.add_metric([label, str(getattr(up, "mid", "?")), str(index)],
+                                          float(rate))
+            except Exception:  # a media object mid-change: skip it this scrape
+                continue
+        yield estimate
+        yield forwarded
+        yield target
+        yield layers
+
+
+REGISTRY.register(_CongestionCollector())
 
 
 class _LogCounter(logging.Handler):

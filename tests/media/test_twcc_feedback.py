@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
+from roost.media import sdp
 from roost.media.rtcp import RtcpTwcc, parse_compound
-from roost.media.rtp import build_extension_block
+from roost.media.rtp import EXT_TRANSPORT_CC, build_extension_block
+from roost.media.sections import answer_media
 from roost.media.twcc_feedback import (
     FEEDBACK_INTERVAL,
     LATE_WINDOW,
@@ -16,6 +19,7 @@ from roost.media.twcc_feedback import (
     FeedbackRecorder,
 )
 
+FIXTURES = Path(__file__).parent / "fixtures"
 TCC = 5
 SSRC = 0xCAFE
 T0 = 1000.0
@@ -218,3 +222,18 @@ def test_build_round_trips_runs_and_both_vector_forms() -> None:
         assert fb.status_count == n
         expect = [((65530 + i) & 0xFFFF, d * 250) for i, d in enumerate(deltas) if d is not None]
         assert fb.received == expect
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_publisher_answer_keeps_transport_cc_on_video_only_when_enabled(
+        enabled: bool) -> None:
+    offer = sdp.parse((FIXTURES / "rust_sdk_publisher_offer_initial.sdp").read_text())
+    for kind in ("audio", "video"):
+        m = next(s for s in offer.media if s.kind == kind)
+        m.direction = "sendonly"
+        answer = answer_media(m, transport_cc=enabled)
+        keeps = EXT_TRANSPORT_CC in {e.uri for e in answer.extmaps}
+        feedback = "transport-cc" in answer.codecs[0].rtcp_fb
+        assert keeps == feedback == (enabled and kind == "video"), (kind, answer.codecs[0])
+        if kind == "video":
+            assert "goog-remb" in answer.codecs[0].rtcp_fb  # the REMB ceiling still applies

@@ -35,9 +35,11 @@ def answer_media(offer: MediaSection, transport_cc: bool = False) -> MediaSectio
     Sections the client does not send on (the SDK's recvonly transceivers) are answered
     `inactive` but kept in the bundle, so the client's transceivers stay alive.
     Header extensions are echoed even then: libwebrtc offers later m-lines only with the
-    extensions an earlier answer accepted. The caller adds the transport attributes.
+    extensions an earlier answer accepted. `transport_cc` (rtc.congestion_control.enabled)
+    keeps video's transport-wide-cc extension and feedback. The caller adds the transport
+    attributes.
     """
-    codecs = choose_publish_codecs(offer) if publishes(offer) else []
+    codecs = choose_publish_codecs(offer, transport_cc) if publishes(offer) else []
     receiving = bool(codecs)
     if not receiving:
         offered = {f for f in offer.fmt if f.isdigit()}

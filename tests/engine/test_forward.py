@@ -394,3 +394,27 @@ def test_hostile_publisher_packets_are_rejected_or_forwarded_never_crash() -> No
         except ValueError:
             continue
         (strip if seed is red else vp8).forward(bytes(data), info, 0.0)
+
+
+def test_a_nack_is_answered_within_its_byte_allowance() -> None:
+    dt = Forwarder(OUT_SSRC, 111, 48000, CODEC_OPUS)
+    src = AudioSource()
+    sent = [bytes(dt.forward(*src.next(), 0.0) or b"") for _ in range(5)]
+    size = len(sent[0])
+    assert [bytes(p) for p in dt.on_nack([500, 501, 502], 1.0, 2 * size)] == sent[:2]
+    for k in range(10):
+        assert dt.on_nack([503], 2.0 + k, size - 1) == []  # not even one fits ...
+    assert [bytes(p) for p in dt.on_nack([503], 20.0)] == [sent[3]]  # ... nor was it spent
+
+
+def test_after_a_downgrade_packets_of_the_higher_layer_are_not_resent() -> None:
+    dt, low, high, _ = _simulcast()
+    now = 10.0
+    dt.set_target(1)
+    before = send(dt, high.frame_packets(keyframe=True), now)
+    dt.set_target(0)
+    now += 1 / 30
+    after = send(dt, low.frame_packets(keyframe=True), now)
+    assert dt.current_layer == 0 and before and after
+    nacked = [out_fields(p)[0] for p in before + after]
+    assert [bytes(p) for p in dt.on_nack(nacked, now + 1)] == after

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from roost.media.allocator import (
-    HEADROOM,
     KEEP,
     PAUSE,
+    RAISE_MARGIN,
     LayerAllocator,
     VideoDemand,
     share_by_priority,
@@ -153,9 +153,11 @@ class SfuLink:
                                        now=now)
         if choice not in (KEEP, PAUSE):
             self.layer = choice
-        if self.probing and self.bwe.state != "decrease":
+        if self.probing and self.bwe.state == "decrease":
+            self.prober.on_overuse(now)
+        elif self.probing:
             sending = LAYER_RATES[self.layer]
-            self.prober.maybe_start(estimate, HEADROOM * demand.optimal_bps, sending, now)
+            self.prober.maybe_start(estimate, RAISE_MARGIN * demand.optimal_bps, sending, now)
 
     # -- reading the run ----------------------------------------------------------------
     def first_time(self, after: float, test: Callable[[int], bool]) -> float | None:

@@ -118,7 +118,7 @@ def test_screen_share_then_the_speaker_come_first_whatever_their_order() -> None
     assert screen_s >= 2_000_000  # the screen share gets its best layer
     assert 150_000 <= speaker_s < 500_000 / 1.05 and 150_000 <= cam_s < 500_000 / 1.05
     # with a bit more, the speaker is raised before the other camera
-    shares = share_by_priority(2_750_000, [cam, speaker, screen])
+    shares = share_by_priority(3_200_000, [cam, speaker, screen])
     assert (shares[1] or 0) >= 500_000 and (shares[0] or 0) < 500_000 / 1.05
 
 
@@ -127,6 +127,17 @@ def test_a_track_whose_lowest_layer_does_not_fit_gets_what_is_left() -> None:
     assert shares[0] is not None and shares[0] >= 150_000
     assert shares[1] is not None and shares[1] < 150_000  # its allocator keeps or pauses it
     assert deficit_bps([camera("a"), camera("b")], shares) > 2 * 1_500_000 - 200_000 - 1
+
+
+def test_a_layer_is_kept_on_its_bare_rate_but_moved_up_to_only_with_a_margin() -> None:
+    alloc = LayerAllocator()
+    assert choose(alloc, 2_000_000, 0.0) == 2
+    assert choose(alloc, 1_500_000, 0.1) == 2  # the bare rate keeps the high layer
+    assert choose(alloc, 1_400_000, 0.2) == 1
+    for t in (1.0, 5.0, 9.0):  # 1.5 M fits 1.6 M, but not with RAISE_MARGIN: no raise
+        assert choose(alloc, 1_600_000, t) == 1
+    assert choose(alloc, 1_800_000, 10.0) == 1
+    assert choose(alloc, 1_800_000, 10.0 + UPGRADE_HOLD) == 2
 
 
 def test_a_confirmed_probe_raises_the_layer_without_the_hold() -> None:

@@ -269,6 +269,16 @@ async def test_publisher_loss_is_nacked_upstream_and_repaired_over_rtx(rigs: lis
     await until(lambda: len(rig.sub.rtp) == 10)
     assert parse_header(rig.sub.rtp[-1]).sequence_number == 5
     assert rig.up.rtx_in == 1 and rig.up.nacks_sent >= 1
+    # RTX of packets that arrived already (libwebrtc probes its uplink that way) is not
+    # forwarded again, and does not count towards the layer's bitrate
+    octets = rig.up.layers[0].octets
+    rig.pub.peer.send_rtp(rtx_of(packets[5], 2))
+    rig.pub.peer.send_rtp(rtx_of(packets[3], 3))
+    await until(lambda: rig.up.rtx_duplicates == 2)
+    rig.pub.peer.send_rtp(vp8(10))
+    await until(lambda: len(rig.sub.rtp) == 11)
+    assert parse_header(rig.sub.rtp[-1]).sequence_number == 10
+    assert rig.up.layers[0].octets == octets + len(vp8(10))
 
 
 async def test_a_nack_for_what_roost_never_had_goes_upstream(rigs: list[Rig]) -> None:
@@ -284,6 +294,8 @@ async def test_a_nack_for_what_roost_never_had_goes_upstream(rigs: list[Rig]) ->
     rig.sub.peer.send_rtcp(build_nack(0x5151, rig.down.ssrc, [7]))
     await until(lambda: len(rig.pub.of(RtcpNack)) > before)
     assert rig.pub.of(RtcpNack)[-1].lost == [7]
+    rig.pub.peer.send_rtp(rtx_of(vp8(7), 1))  # the publisher's answer reaches the subscriber
+    await until(lambda: len(rig.sub.rtp) == 10)
 
 
 async def test_subscriber_pli_reaches_the_publisher_throttled(rigs: list[Rig]) -> None:

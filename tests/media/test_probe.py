@@ -127,3 +127,17 @@ def test_without_probing_the_estimate_stays_tied_to_what_is_forwarded() -> None:
     link.run_until(40)
     up = link.first_time(25, lambda layer: layer == 2)
     assert up is None or up - 25 >= 10, up
+
+
+def test_overuse_right_after_a_success_counts_it_as_a_failure() -> None:
+    loop, wire = FakeLoop(), Wire()
+    prober = Prober(wire.pad, lambda: wire.seq, loop.call_later)
+    assert prober.maybe_start(400_000, 2_000_000, 150_000, 0.0)
+    loop.run()
+    # a token bucket let the whole cluster through at the rate it was sent
+    results = [PacketResult(i, 1000, i * 0.001, 5 + i * 0.001) for i in range(wire.seq)]
+    assert prober.on_results(results, 0.1) is not None and prober.last_ok
+    prober.on_overuse(1.0)  # ... and the link was full after all
+    assert (prober.successes, prober.failures) == (0, 1)
+    assert not prober.maybe_start(400_000, 2_000_000, 150_000, 1.0 + INTERVAL)
+    assert prober.maybe_start(400_000, 2_000_000, 150_000, 1.0 + 2 * INTERVAL)

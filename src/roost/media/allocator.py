@@ -23,7 +23,8 @@ KEEP = -2  # `LayerAllocator.choose`: nothing calls for a change
 PAUSE = -1  # `LayerAllocator.choose`: forward nothing until bandwidth allows the lowest layer
 
 
-HEADROOM = 1.05  # a layer "fits" a share this much above its measured rate
+HEADROOM = 1.05  # a layer is kept while its measured rate is at most this x its share
+RAISE_MARGIN = 1.15  # ... and moved up to only when its share is this x its rate
 
 
 @dataclass(slots=True)
@@ -43,8 +44,10 @@ def share_by_priority(estimate_bps: float | None,
                       demands: list[VideoDemand]) -> list[float | None]:
     """Bits/s each track may use, in `demands` order; None everywhere when no limit is known.
 
-    Audio is not counted and never paused. A track whose lowest layer no longer fits gets
-    what is left (possibly 0): its allocator then keeps it on the lowest layer or pauses it.
+    Every layer is given RAISE_MARGIN over its measured rate where the estimate allows (the
+    margin a layer needs before the allocator moves up to it), else its bare rate (enough to
+    stay on it, not to move up). A track whose lowest layer does not fit gets what is left
+    (possibly 0): its allocator then keeps it on the lowest layer or pauses it.
     """
     if estimate_bps is None:
         return [None] * len(demands)
@@ -52,33 +55,32 @@ def share_by_priority(estimate_bps: float | None,
     left = float(estimate_bps)
     level = [-1] * len(demands)  # index into each track's rates
     shares = [0.0] * len(demands)
+    tight = [False] * len(demands)  # got a bare rate: raised no further
+
+    def give(i: int, layer: int) -> bool:
+        nonlocal left
+        rate = demands[i].rates[layer]
+        for want, bare in ((rate * RAISE_MARGIN, False), (rate, True)):
+            if want - shares[i] <= left:
+                left -= want - shares[i]
+                shares[i], level[i], tight[i] = want, layer, bare
+                return True
+        return False
+
     for i in order:  # lowest layers first, by priority
-        rates = demands[i].rates
-        if rates and rates[0] <= left:
-            level[i] = 0
-            shares[i] = rates[0]
-            left -= rates[0]
+        if demands[i].rates:
+            give(i, 0)
     raised = True
     while raised:  # then one layer at a time, by priority, while the estimate lasts
         raised = False
         for i in order:
-            rates = demands[i].rates
             nxt = level[i] + 1
-            if level[i] >= 0 and nxt < len(rates) and rates[nxt] - shares[i] <= left:
-                left -= rates[nxt] - shares[i]
-                shares[i] = rates[nxt]
-                level[i] = nxt
-                raised = True
-    for i in order:  # the rest goes to the first track(s) by priority: room to fluctuate
-        if left <= 0:
-            break
-        if level[i] < 0:
-            shares[i] = left  # not even its lowest layer fitted
+            if level[i] >= 0 and not tight[i] and nxt < len(demands[i].rates):
+                raised = give(i, nxt) or raised
+    for i in order:  # what is left goes to the first track without its lowest layer
+        if left > 0 and level[i] < 0:
+            shares[i] = left
             left = 0.0
-            continue
-        extra = min(left, shares[i] * (HEADROOM - 1.0))
-        shares[i] += extra
-        left -= extra
     return list(shares)
 
 
@@ -122,14 +124,19 @@ class LayerAllocator:
 
     def _update(self, available: list[int], rates: dict[int, float], share: float | None,
                 allow_pause: bool, paused: bool, now: float) -> None:
-        """Lower `bw_layer` at once when the share shrinks; raise it after UPGRADE_HOLD."""
+        """Lower `bw_layer` at once when the share no longer keeps it; raise it after
+        UPGRADE_HOLD (or at once when confirmed) when the share has room for a higher one."""
         if share is None:
-            fits = NO_CAP
+            fits = up_to = NO_CAP
         else:
             fits = max((la for la in available if rates.get(la, 0.0) <= share * HEADROOM),
                        default=-1)
+            up_to = max((la for la in available if rates.get(la, 0.0) * RAISE_MARGIN <= share),
+                        default=-1)
             if fits == available[-1]:
                 fits = NO_CAP  # everything that arrives fits: no limit from bandwidth
+            if up_to == available[-1]:
+                up_to = NO_CAP
             elif fits < 0 and not allow_pause:
                 fits = 0  # pausing not allowed: the lowest layer is the floor
         if fits >= 0 or paused:
@@ -140,17 +147,19 @@ class LayerAllocator:
             if self._starved_since is None:
                 self._starved_since = now
             fits = 0
-        if fits <= self.bw_layer:
+        if fits < self.bw_layer:
             self.bw_layer = fits
             self._raise_since = None
+        elif up_to <= self.bw_layer:
+            self._raise_since = None  # the share keeps this layer, with no room above
         elif self._confirmed:
-            self.bw_layer = fits
+            self.bw_layer = up_to
             self._raise_since = None
         elif self._raise_since is None:
             self._raise_since = now
-            self._raise_to = fits
+            self._raise_to = up_to
         else:
-            self._raise_to = min(self._raise_to, fits)
+            self._raise_to = min(self._raise_to, up_to)
             if now - self._raise_since >= UPGRADE_HOLD:
                 self.bw_layer = self._raise_to
                 self._raise_since = None

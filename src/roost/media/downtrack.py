@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -314,14 +315,16 @@ class SubscriberDownTrack:
         self.up.detach(self)
 
     # -- RTCP from the subscriber ------------------------------------------------------
-    def on_nack(self, lost: list[int], now: float) -> None:
+    def on_nack(self, lost: list[int], now: float, max_bytes: float = math.inf) -> int:
         self.stats.nacks_in += 1
         forwarder = self.forwarder
         if forwarder is None or not self.forwarding:
-            return
-        sent = forwarder.on_nack(lost, now)
+            return 0
+        sent = forwarder.on_nack(lost, now, max_bytes)
+        used = 0
         for pkt in sent:
             self.send(pkt)
+            used += len(pkt)
             self.retransmitted += 1
         if len(sent) < len(lost):
             missing = [s for s in lost if forwarder.cache.get(s) is None]
@@ -332,6 +335,7 @@ class SubscriberDownTrack:
                     upstream.setdefault(source[0], []).append(source[1])
             for layer, seqs in upstream.items():
                 self.up.nack_upstream(layer, seqs, now)
+        return used
 
     def on_pli(self) -> None:
         self.stats.plis_in += 1

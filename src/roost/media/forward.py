@@ -497,10 +497,17 @@ class Forwarder:
 
     # ------------------------------------------------------------------ RTCP
 
-    def on_nack(self, seqs: Iterable[int], now: float) -> list[bytes | bytearray]:
-        """Plaintext retransmissions answering a subscriber NACK (RTX-wrapped if negotiated)."""
+    def on_nack(self, seqs: Iterable[int], now: float,
+                max_bytes: float = math.inf) -> list[bytes | bytearray]:
+        """Plaintext retransmissions answering a subscriber NACK (RTX-wrapped if negotiated),
+        at most `max_bytes` of them.
+
+        Packets of a higher layer than the one forwarded now are not resent: they precede
+        a downgrade, which started over at a keyframe, and a link that just forced the
+        downgrade is the last place for them."""
         out: list[bytes | bytearray] = []
-        for seq, info in self.cache.answer(seqs, now, self.rtt):
+        wanted = self._answerable(seqs, self._cur_layer, max_bytes)
+        for seq, info in self.cache.answer(wanted, now, self.rtt):
             m = self._munges[seq % self.cache.size]
             if m is None:
                 continue
@@ -532,6 +539,25 @@ class Forwarder:
             head = _PADDING_HEAD.pack(0xB0, self.rtx_payload_type & 0x7F, self._rtx_seq,
                                       self._last_out_ts, self.rtx_ssrc)
             out.append(bytearray().join((head, block, pad)))
+        return out
+
+    def _answerable(self, seqs: Iterable[int], current: int | None,
+                    max_bytes: float) -> list[int]:
+        """`seqs` less those of a layer above `current` (see `on_nack`), up to `max_bytes`
+        of cached packets (before the cache counts them as retransmitted)."""
+        cache = self.cache
+        out = []
+        for seq in seqs:
+            i = seq % cache.size
+            item = cache._items[i]
+            if cache._seqs[i] != seq or item is None:
+                continue
+            if self.video and current is not None and item.layer > current:
+                continue
+            max_bytes -= len(item.pkt)
+            if max_bytes < 0:
+                break
+            out.append(seq)
         return out
 
     def on_receiver_report(self, block: RtcpReportBlock, now: float) -> float | None:

@@ -113,6 +113,13 @@ class NackGenerator:
         """Sequence numbers currently waiting for a retransmission."""
         return len(self._missing)
 
+    def needed(self, seq: int) -> bool:
+        """Whether `seq` has not arrived yet: a gap still waiting for its retransmission,
+        or newer than anything seen."""
+        if seq in self._missing or self._highest < 0:
+            return True
+        return 0 < ((seq - self._highest) & 0xFFFF) < 0x8000
+
     def push(self, seq: int, now: float) -> None:
         """Record a received sequence number (call for every packet, in arrival order)."""
         hi = self._highest

@@ -30,9 +30,11 @@ SHORTFALL = 0.9  # receive rate below this x send rate: the link was full ...
 UTILIZATION = 0.95  # ... and the result is this x the receive rate
 SUCCESS = 0.9  # a result at this x the goal confirms the upgrade
 MAX_FACTOR = 2.0  # the goal is at most this x the current estimate
+OVERSHOOT = 1.2  # ... and this x what the tracks want (a result falls a little short)
 MIN_STEP = 100_000.0  # bits/s: a probe asks for at least this much more than the estimate
 INTERVAL, MAX_INTERVAL = 1.0, 4.0  # seconds between probes, after failures up to the max
 RESULT_TIMEOUT = 2.0  # seconds: a cluster without feedback by then has failed
+FALSE_SUCCESS = 3.0  # seconds: overuse this soon after a success makes it a failure
 PACKET_BITS_GUESS = 8 * 260  # one padding packet on the wire (header, extension, padding)
 
 
@@ -63,7 +65,7 @@ class Prober:
     """
 
     __slots__ = ("_call_later", "_cluster", "_handle", "_interval", "_next_at", "_next_seq",
-                 "_send",
+                 "_send", "_succeeded_at",
                  "clusters", "failures", "last_ok", "last_result_bps", "successes")
 
     def __init__(self, send_padding: Callable[[int], int], next_seq: Callable[[], int],
@@ -75,6 +77,7 @@ class Prober:
         self._handle: Handle | None = None
         self._interval = INTERVAL
         self._next_at = -math.inf
+        self._succeeded_at = -math.inf
         self.clusters = 0
         self.successes = 0
         self.failures = 0
@@ -88,11 +91,15 @@ class Prober:
     def goal(self, estimate_bps: float, wanted_bps: float) -> float:
         """The rate to probe for when the tracks want `wanted_bps` and the link is thought
         to take `estimate_bps`."""
-        return min(max(wanted_bps, estimate_bps + MIN_STEP), MAX_FACTOR * estimate_bps)
+        return min(max(OVERSHOOT * wanted_bps, estimate_bps + MIN_STEP),
+                   MAX_FACTOR * estimate_bps)
 
     def maybe_start(self, estimate_bps: float, wanted_bps: float, sending_bps: float,
                     now: float) -> bool:
         """Start a cluster when the tracks want more than the estimate and it is time."""
+        if self._succeeded_at > -math.inf and now - self._succeeded_at > FALSE_SUCCESS:
+            self._succeeded_at = -math.inf  # no overuse followed: the success stands
+            self._interval = INTERVAL
         cluster = self._cluster
         if cluster is not None:
             if now - cluster.started > RESULT_TIMEOUT:
@@ -155,11 +162,23 @@ class Prober:
             return
         if ok:
             self.successes += 1
-            self._interval = INTERVAL
+            self._succeeded_at = cluster.started
         elif retry:
             self.failures += 1
             self._interval = min(MAX_INTERVAL, self._interval * 2)
         self._next_at = cluster.started + (0.25 if ok else self._interval)
+
+    def on_overuse(self, now: float) -> None:
+        """The estimator sees overuse: if a probe succeeded just before, it over-measured (a
+        shaper's token bucket lets a short cluster through at line rate, for one): count it
+        as a failure, so that the next probe waits longer."""
+        if now - self._succeeded_at > FALSE_SUCCESS or self._cluster is not None:
+            return
+        self._succeeded_at = -math.inf
+        self.successes -= 1
+        self.failures += 1
+        self._interval = min(MAX_INTERVAL, self._interval * 2)
+        self._next_at = now + self._interval
 
     def close(self) -> None:
         self._finish(ok=False, retry=False)

@@ -70,6 +70,7 @@ class TrackSender(Protocol):
     (SubscriberDownTrack)."""
 
     kind: str
+    up: TrackReceiver  # the published track it forwards
     ssrc: int  # the media SSRC roost sends it with
     rtx_ssrc: int  # 0 without RTX
     forwarder: Forwarder | None  # None until the subscriber's answer is applied
@@ -93,8 +94,9 @@ class TrackSender(Protocol):
         """Choose the forwarded spatial layer again (share or max quality changed)."""
         ...
 
-    def on_nack(self, lost: list[int], now: float) -> None:
-        """The subscriber reported these sequence numbers lost."""
+    def on_nack(self, lost: list[int], now: float, max_bytes: float = ...) -> int:
+        """The subscriber reported these sequence numbers lost: retransmit what the cache
+        has, at most `max_bytes`; returns the bytes resent."""
         ...
 
     def on_pli(self) -> None:

@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from roost.media.allocator import HEADROOM, share_by_priority
+from roost.media.allocator import RAISE_MARGIN, share_by_priority
 from roost.media.bwe import BandwidthEstimator, PacketResult
 from roost.media.probe import Prober
 from roost.media.roles import TrackSender
@@ -61,6 +61,9 @@ REMB_BITRATE = 10_000_000
 # REMB while packets arrive: a paused track must not stay paused on a stale estimate).
 REMB_TIMEOUT = 3.0
 MAX_ROUTES = 64  # SSRCs learnt per connection
+RTX_SHARE = 0.5  # retransmissions to a subscriber use at most this x its estimate ...
+RTX_FLOOR = 128_000  # bits/s: ... but never less than this
+RTX_BURST = 0.5  # ... averaged over this many seconds
 TWCC_ALLOCATE_INTERVAL = 0.2  # seconds: layers follow the TWCC estimate this often at most
 _SSRC = struct.Struct("!I")
 
@@ -86,8 +89,9 @@ DROP = _Drop()
 class RtpSession:
     """SRTP, demultiplexing and RTCP for one bundled transport (publisher or subscriber)."""
 
-    __slots__ = ("_allocated_at", "_phase", "_protect", "_protect_rtcp", "_sendto",
-                 "_unprotect", "_unprotect_rtcp", "bwe", "congestion_control", "downs",
+    __slots__ = ("_allocated_at", "_phase", "_protect", "_protect_rtcp", "_rtx_at",
+                 "_rtx_budget", "_sendto", "_unprotect", "_unprotect_rtcp", "bwe",
+                 "congestion_control", "downs",
                  "errors", "extensions", "label", "prober", "remb_at", "remb_bps", "routes",
                  "rtcp_errors", "rtcp_in", "rtcp_out", "rtp_in", "rtp_out", "send_errors",
                  "sequencer", "srtp_errors", "ssrc", "transport_cc_id", "twcc_at",
@@ -122,6 +126,8 @@ class RtpSession:
         # padding clusters before layers go up (probe.py); made when transport-cc is set
         self.prober: Prober | None = None
         self._allocated_at = -math.inf
+        self._rtx_budget = 0.0  # bytes (see _retransmit_allowance)
+        self._rtx_at = 0.0
         # counters
         self.rtp_in = 0
         self.rtcp_in = 0
@@ -311,7 +317,8 @@ class RtpSession:
             elif isinstance(p, RtcpNack):
                 down = downs.get(p.media_ssrc)
                 if down is not None:
-                    down.on_nack(p.lost, now)
+                    allowance = self._retransmit_allowance(now)
+                    self._rtx_budget -= down.on_nack(p.lost, now, allowance)
             elif isinstance(p, RtcpPli):
                 down = downs.get(p.media_ssrc)
                 if down is not None and down not in pli:
@@ -355,14 +362,36 @@ class RtpSession:
                   if s == d.ssrc and d.kind == "video" and d.forwarder is not None and d.forwarding]
         demands = [d.demand(now) for d in videos]
         estimate = self.available_bps(now)
-        for down, share in zip(videos, share_by_priority(estimate, demands), strict=True):
+        budget = None if estimate is None else max(0.0, estimate - self._audio_bps())
+        for down, share in zip(videos, share_by_priority(budget, demands), strict=True):
             down.bandwidth_share = share
             down.select_layer(now)
         prober = self.prober
         if prober is not None and estimate is not None and now - self.twcc_at <= REMB_TIMEOUT:
-            wanted = HEADROOM * sum(d.optimal_bps for d in demands)
-            if self.bwe.state != "decrease":
+            wanted = RAISE_MARGIN * sum(d.optimal_bps for d in demands) + self._audio_bps()
+            if self.bwe.state == "decrease":
+                prober.on_overuse(now)
+            else:
                 prober.maybe_start(estimate, wanted, self.sequencer.sent_bps(now), now)
+
+    def _retransmit_allowance(self, now: float) -> float:
+        """Bytes that may be retransmitted now: a bucket filled at RTX_SHARE of the
+        estimate, at least RTX_FLOOR (unlimited without an estimate), so that NACKs after a
+        loss burst on a narrow link do not bury it under retransmissions (libwebrtc limits
+        them to its target rate)."""
+        estimate = self.available_bps(now)
+        if estimate is None:
+            self._rtx_at = now
+            return math.inf
+        rate = max(RTX_SHARE * estimate, RTX_FLOOR) / 8
+        self._rtx_budget = min(rate * RTX_BURST, self._rtx_budget + rate * (now - self._rtx_at))
+        self._rtx_at = now
+        return max(0.0, self._rtx_budget)
+
+    def _audio_bps(self) -> float:
+        """What the forwarded audio takes of the estimate (it is never paused or lowered)."""
+        return sum(d.up.layer_bitrates().get(0, 0.0) for s, d in self.downs.items()
+                   if s == d.ssrc and d.kind == "audio" and d.forwarding)
 
     def enable_probing(self) -> None:
         """transport-cc was negotiated: probe before raising layers (probe.py)."""

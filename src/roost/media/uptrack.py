@@ -122,7 +122,7 @@ class RtxRoute:
             track.malformed += 1
             return
         track.rtx_in += 1
-        track.receive(original, layer, time.monotonic())
+        track.receive(original, layer, time.monotonic(), True)
 
     def on_sender_report(self, sr: RtcpSenderReport, now: float) -> None:
         return None
@@ -181,6 +181,7 @@ class MediaUpTrack:
         self.stats = MediaStats(kind)
         self.rtx_in = 0
         self.padding_in = 0
+        self.rtx_duplicates = 0  # RTX of packets that had arrived already (uplink probing)
         self.malformed = 0
         self.other_payload = 0
 
@@ -262,8 +263,13 @@ class MediaUpTrack:
         return {la.index: la.bitrate for la in self.layers}
 
     # -- hot path ----------------------------------------------------------------------
-    def receive(self, plain: bytes, layer: UpLayer, now: float) -> None:
-        """One decrypted publisher packet of `layer`: account it and forward it."""
+    def receive(self, plain: bytes, layer: UpLayer, now: float, repaired: bool = False) -> None:
+        """One decrypted publisher packet of `layer`: account it and forward it.
+
+        `repaired`: it came over RTX. Neither that nor padding counts towards the layer's
+        bitrate, which the allocator compares with subscribers' bandwidth: libwebrtc probes
+        its uplink with padding or by resending recent packets over RTX, which would make a
+        layer look several times costlier than what a subscriber receives of it."""
         try:
             info = inspect(plain, self._inspect_codec, layer.index)
         except ValueError:
@@ -273,10 +279,14 @@ class MediaUpTrack:
             self.other_payload += 1
             return
         seq = info.sequence_number
+        if repaired and not layer.nack.needed(seq) and seq not in layer.forwarded_nacks:
+            self.rtx_duplicates += 1  # not missing: forwarding it again only adds load
+            return
         layer.stats.update(seq, info.timestamp, now)
         layer.nack.push(seq, now)
         layer.packets += 1
-        layer.octets += len(plain)
+        if not (repaired or info.padding_only):  # media only (padding is uplink probing)
+            layer.octets += len(plain)
         layer.last_at = now
         stats = self.stats
         stats.packets_in += 1

@@ -59,11 +59,15 @@ class BrowserError(AssertionError):
 class Browser:
     """One driver.mjs process: `call(name, *args)` runs `window.roost[name](...args)`."""
 
-    def __init__(self, log_path: Path, chromium_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, log_path: Path, chromium_args: tuple[str, ...] = (),
+                 wrap: Callable[[list[str]], list[str]] | None = None) -> None:
+        """`wrap` prefixes the driver's command line (e.g. netlab's `Host.wrap`: Chromium in
+        a network namespace)."""
         self.log_path = log_path
         extra = [a for arg in chromium_args for a in ("--chromium-arg", arg)]
+        argv = ["node", "driver.mjs", "--log", str(log_path), "--chromium", str(CHROMIUM), *extra]
         self.proc = subprocess.Popen(
-            ["node", "driver.mjs", "--log", str(log_path), "--chromium", str(CHROMIUM), *extra],
+            wrap(argv) if wrap is not None else argv,
             cwd=BROWSER_DIR,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

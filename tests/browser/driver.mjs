@@ -47,6 +47,9 @@ function option(name, fallback) {
   return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : fallback;
 }
 
+// Calls a test makes several times a second: logged to the file only, not to stderr.
+const POLLED = new Set(["videoFrames"]);
+
 // Tokens travel in the query string: keep them (and the bulky join request) out of the logs.
 const redact = (text) => text.replace(/(access_token|join_request)=[^&\s'"]*/g, "$1=…");
 
@@ -151,7 +154,7 @@ async function main() {
       await close(0);
       return;
     }
-    log("driver", `call ${call}`);
+    log(POLLED.has(call) ? "debug" : "driver", `call ${call}`);
     try {
       const value = await page.evaluate(([name, params]) => window.roost[name](...params), [call, args]);
       reply({ id, ok: true, value: value ?? null });

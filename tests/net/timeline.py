@@ -5,7 +5,10 @@ for the congestion tests and bench/network.py.
 tests ask: which layer arrived when, frame rate and longest gap in a window, audible audio,
 counter deltas. `CongestionCall` builds the star network (tests/net/impair.py), starts roost
 with congestion control, a /metrics scraper in the server namespace, the publisher and the
-subscriber children, and waits until the subscriber shows the high layer.
+subscriber children, and waits until the subscriber shows the high layer. With
+`python_subscriber=False` it starts no subscriber: another one (the JS SDK in Chromium,
+tests/net/test_congestion_browser.py) joins room `ROOM` itself and feeds its frames into the
+timeline from a `pollers` callback.
 
 `python -m tests.net.timeline scrape URL OUT [INTERVAL]` is the scraper itself: it runs in
 roost's namespace (the test process cannot reach the lab's addresses) and appends
@@ -32,6 +35,7 @@ from tests.helpers.wait import until_sync
 from tests.net.impair import Star, star
 
 HIGH, MID, LOW = 2, 1, 0
+ROOM = "cc"  # the room of a CongestionCall
 LAYER_NAMES = {HIGH: "high", MID: "mid", LOW: "low"}
 CC_CONFIG: dict[str, Any] = {"rtc": {"congestion_control": {"enabled": True}}}
 METRIC_PREFIXES = ("roost_cc_", "roost_media_nacks_total", "roost_media_packets_total",
@@ -205,17 +209,24 @@ class CongestionCall:
     log_dir: Path
     seconds: float = 60.0
     config: dict[str, Any] = field(default_factory=lambda: CC_CONFIG)
+    # False: no Python subscriber child (`sub` stays None); someone else subscribes.
+    python_subscriber: bool = True
+    # Called on every poll of `wait()` before the timeline is read (e.g. to append frames
+    # another subscriber reports); an exception from one ends the wait.
+    pollers: list[Callable[[], None]] = field(default_factory=list)
     net: Star = field(init=False)
     roost: NetnsRoostServer = field(init=False)
     pub: ScenarioRun = field(init=False)
-    sub: ScenarioRun = field(init=False)
+    sub: ScenarioRun | None = field(init=False, default=None)
     timeline: Timeline = field(init=False)
+    paths: dict[str, Path] = field(init=False)  # the timeline files: pub, sub, m (metrics)
     marks: dict[str, float] = field(default_factory=dict)
 
     def start(self) -> CongestionCall:
         self.net = star(self.lab)
         self.roost = self.start_roost(self.net.server, config=self.config, log_dir=self.log_dir)
-        paths = {name: self.log_dir / f"{name}.timeline.jsonl" for name in ("pub", "sub", "m")}
+        self.paths = paths = {name: self.log_dir / f"{name}.timeline.jsonl"
+                              for name in ("pub", "sub", "m")}
         for path in paths.values():
             path.unlink(missing_ok=True)
         self._stops = [paths["pub"].with_name(paths["pub"].name + ".stop"),
@@ -230,13 +241,17 @@ class CongestionCall:
                               stderr=subprocess.STDOUT)
         info = self.roost.info
         self.pub = start_scenario_in(self.net.pub, "tests.net.media_probe:publisher", info,
-                                     "cc", str(paths["pub"]), self.seconds,
+                                     ROOM, str(paths["pub"]), self.seconds,
                                      timeout=self.seconds + 30, log_dir=self.log_dir)
-        self.sub = start_scenario_in(self.net.sub, "tests.net.media_probe:subscriber", info,
-                                     "cc", str(paths["sub"]), self.seconds,
-                                     timeout=self.seconds + 30, log_dir=self.log_dir)
+        if self.python_subscriber:
+            self.sub = start_scenario_in(self.net.sub, "tests.net.media_probe:subscriber",
+                                         info, ROOM, str(paths["sub"]), self.seconds,
+                                         timeout=self.seconds + 30, log_dir=self.log_dir)
         self.timeline = Timeline(paths["pub"], paths["sub"], paths["m"])
         return self
+
+    def children(self) -> list[ScenarioRun]:
+        return [run for run in (self.pub, self.sub) if run is not None]
 
     def now(self) -> float:
         self.timeline.refresh()
@@ -250,10 +265,12 @@ class CongestionCall:
         """Poll the timeline until `predicate` holds; TimeoutError naming `what`. Fails at
         once (with its output) when a child died."""
         def check() -> Any:
-            for run in (self.pub, self.sub):
+            for run in self.children():
                 if run.proc.poll() is not None:
                     run.wait()  # raises with the output when it failed
                     raise AssertionError(f"{run.fn_path} ended early")
+            for poll in self.pollers:
+                poll()
             return predicate(self.timeline.refresh())
         return until_sync(check, timeout, what, interval=0.1)
 
@@ -320,10 +337,11 @@ class CongestionCall:
             return None
 
     def stop(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Stop the children (and the scraper); their results (publisher, subscriber)."""
+        """Stop the children (and the scraper); their results (publisher, subscriber; {}
+        without a Python subscriber)."""
         for stop in self._stops:
             stop.touch()
-        results = self.pub.wait(), self.sub.wait()
+        results = self.pub.wait(), (self.sub.wait() if self.sub is not None else {})
         self.timeline.refresh()
         return results
 

@@ -226,7 +226,9 @@ def test_browser_camera_and_microphone_reach_the_python_sdk(
     # roost's answer negotiated rid/simulcast (Chrome rejects an answer that does not).
     expected_rids = {"q", "h", "f"} if simulcast else {None}
     assert {layer["rid"] for layer in layers} == expected_rids, layers
-    assert layers[0]["bytesSent"] > 0, layers
+    # With congestion control Chrome's own estimate starts low (~300 kbit/s) and turns on
+    # the top layer only once its TWCC-based estimate allows: some layer must be sending.
+    assert any(layer["bytesSent"] > 0 for layer in layers), layers
     width, height = received["video_size"]
     # Chromium's fake camera is 16:9; the encoder may send fewer pixels while bandwidth ramps up.
     assert received["video_frames"] >= 10 and width > 0 and width * 9 == height * 16, received

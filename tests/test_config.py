@@ -76,6 +76,11 @@ def test_the_publisher_remb_ceiling_comes_from_congestion_control(tmp_path: Path
     load_file(settings, path)
     assert settings.rtc.congestion_control is True
     assert settings.rtc.publisher_max_bitrate == 2_500_000
+    assert Settings().rtc.congestion_control is True  # on by default, as in livekit-server
+    path.write_text("rtc:\n  congestion_control:\n    enabled: false\n")
+    settings = Settings()
+    load_file(settings, path)
+    assert settings.rtc.congestion_control is False
     path.write_text("rtc:\n  congestion_control:\n    publisher_max_bitrate: fast\n")
     with pytest.raises(ConfigError, match="publisher_max_bitrate"):
         load_file(Settings(), path)

@@ -2,10 +2,11 @@
 negotiates transport-cc, roost stamps what it forwards and reads the feedback; its publisher
 negotiates transport-cc on video and roost sends it TWCC feedback.
 
-Subscriber side on two peer connections: in single-PC mode the Python SDK's own offer
-carries no transport-wide-cc extension for its receive sections, so roost cannot stamp (its
-REMB still applies); roost's subscriber offer on /rtc does carry it. The publisher side works
-on both: the SDK's offer for what it sends carries the extension either way."""
+Subscriber side on two peer connections, where roost's own subscriber offer carries the
+extension. (In single-PC mode the SDK's recvonly sections carry none, but its send sections
+do and the transport-wide sequence is bundle-wide: roost stamps on that id and the SDK's
+feedback arrives, as tests/net/test_congestion.py shows.) The publisher side works on both:
+the SDK's offer for what it sends carries the extension either way."""
 
 from __future__ import annotations
 

@@ -39,11 +39,11 @@ class RTCConfig:
     # at the lowest layer is paused (StreamStateUpdate). Off, as in livekit-server: such
     # video stays on its lowest layer unless the client asks with subscriber_allow_pause.
     allow_pause: bool = False
-    # rtc.congestion_control.enabled: send-side congestion control towards subscribers
-    # (transport-cc offered, every packet stamped, TWCC feedback drives the layer choice).
-    # Off by default until probing lands (livekit-server's default is on): without probes
-    # the estimate cannot grow past what is sent, so layers would not come back up.
-    congestion_control: bool = False
+    # rtc.congestion_control.enabled: transport-wide congestion control (on by default, as
+    # in livekit-server): towards subscribers transport-cc is offered, every packet stamped,
+    # TWCC feedback drives the estimate, the layer choice and the probes; publishers'
+    # video negotiates transport-cc and gets roost's TWCC feedback. Off: REMB only.
+    congestion_control: bool = True
     # rtc.congestion_control.publisher_max_bitrate (roost's; livekit.yaml has none): the REMB
     # every publisher is sent each second, in bits/s. A ceiling on the publisher's own
     # estimate: with congestion control its video also negotiates transport-cc and the

@@ -63,7 +63,7 @@ class SfuLink:
     def __post_init__(self) -> None:
         self.bwe = BandwidthEstimator()
         self.allocator = LayerAllocator()
-        self.prober = Prober(self._pad, lambda: self._seq, self._call_later)
+        self.prober = Prober(self._pad, lambda: self._seq, self._call_later, lambda: self.t)
         self._events: list[tuple[float, int, Callable[..., None], tuple[Any, ...], _Timer]] = []
         self._order = itertools.count()
         self.t = 0.0

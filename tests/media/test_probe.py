@@ -19,14 +19,18 @@ def cluster(n: int, size: int, send_gap: float, recv_gap: float,
 
 def test_a_cluster_that_got_through_measures_the_rate_it_was_sent_at() -> None:
     # 20 x 1000 bytes every 5 ms: 1.6 Mbit/s sent, received at the same spacing
-    bps = measure(cluster(20, 1000, 0.005, 0.005))
-    assert bps is not None and abs(bps - 1_600_000) < 1_000
+    measured = measure(cluster(20, 1000, 0.005, 0.005))
+    assert measured is not None
+    bps, saturated = measured
+    assert abs(bps - 1_600_000) < 1_000 and not saturated
 
 
 def test_a_cluster_that_queued_measures_the_bottleneck_with_a_margin() -> None:
     # sent at 1.6 Mbit/s, spread out to 0.8 Mbit/s by the link
-    bps = measure(cluster(20, 1000, 0.005, 0.010))
-    assert bps is not None and abs(bps - 0.95 * 800_000) < 1_000
+    measured = measure(cluster(20, 1000, 0.005, 0.010))
+    assert measured is not None
+    bps, saturated = measured
+    assert abs(bps - 0.95 * 800_000) < 1_000 and saturated
 
 
 def test_a_cluster_mostly_lost_or_too_short_measures_nothing() -> None:
@@ -36,10 +40,15 @@ def test_a_cluster_mostly_lost_or_too_short_measures_nothing() -> None:
 
 
 class FakeLoop:
-    """call_later on a hand-driven clock."""
+    """call_later on a hand-driven clock (`late`: every timer fires that much late)."""
 
-    def __init__(self) -> None:
+    def __init__(self, late: float = 0.0) -> None:
         self.calls: list[tuple[float, Any, tuple[Any, ...]]] = []
+        self.t = 0.0
+        self.late = late
+
+    def clock(self) -> float:
+        return self.t
 
     def call_later(self, delay: float, fn: Any, *args: Any) -> Any:
         self.calls.append((delay, fn, args))
@@ -50,30 +59,30 @@ class FakeLoop:
 
     def run(self) -> None:
         while self.calls:
-            _, fn, args = self.calls.pop(0)
+            delay, fn, args = self.calls.pop(0)
+            self.t += delay + self.late
             fn(*args)
 
 
 class Wire:
     def __init__(self) -> None:
         self.seq = 0
-        self.sent: list[float] = []
+        self.bursts: list[int] = []
 
     def pad(self, count: int) -> int:
-        for _ in range(count):
-            self.sent.append(self.seq)
-            self.seq += 1
+        self.bursts.append(count)
+        self.seq += count
         return count
 
 
 def test_the_prober_paces_a_cluster_and_reports_its_result() -> None:
     loop, wire = FakeLoop(), Wire()
-    prober = Prober(wire.pad, lambda: wire.seq, loop.call_later)
+    prober = Prober(wire.pad, lambda: wire.seq, loop.call_later, loop.clock)
     assert not prober.maybe_start(1_000_000, 900_000, 800_000, 0.0)  # nothing wanted
     assert prober.maybe_start(1_000_000, 3_000_000, 800_000, 0.0)
     loop.run()
     steps = round(PROBE_DURATION / PACE)
-    assert wire.seq > 0 and wire.seq % steps == 0  # equal bursts, one per PACE
+    assert wire.seq > 0 and len(wire.bursts) == steps  # one burst per PACE
     goal = prober.goal(1_000_000, 3_000_000)
     assert goal == 2_000_000  # at most twice the estimate
     # the receiver saw it all at 2.2 Mbit/s: a success, the next probe comes soon
@@ -86,7 +95,7 @@ def test_the_prober_paces_a_cluster_and_reports_its_result() -> None:
 
 def test_failed_probes_back_off_and_a_lost_cluster_times_out() -> None:
     loop, wire = FakeLoop(), Wire()
-    prober = Prober(wire.pad, lambda: wire.seq, loop.call_later)
+    prober = Prober(wire.pad, lambda: wire.seq, loop.call_later, loop.clock)
     t, begin = 0.0, 0
     assert prober.maybe_start(400_000, 2_000_000, 150_000, t)
     waits = []
@@ -131,7 +140,7 @@ def test_without_probing_the_estimate_stays_tied_to_what_is_forwarded() -> None:
 
 def test_overuse_right_after_a_success_counts_it_as_a_failure() -> None:
     loop, wire = FakeLoop(), Wire()
-    prober = Prober(wire.pad, lambda: wire.seq, loop.call_later)
+    prober = Prober(wire.pad, lambda: wire.seq, loop.call_later, loop.clock)
     assert prober.maybe_start(400_000, 2_000_000, 150_000, 0.0)
     loop.run()
     # a token bucket let the whole cluster through at the rate it was sent
@@ -141,3 +150,28 @@ def test_overuse_right_after_a_success_counts_it_as_a_failure() -> None:
     assert (prober.successes, prober.failures) == (0, 1)
     assert not prober.maybe_start(400_000, 2_000_000, 150_000, 1.0 + INTERVAL)
     assert prober.maybe_start(400_000, 2_000_000, 150_000, 1.0 + 2 * INTERVAL)
+
+
+def test_late_timers_do_not_thin_out_a_cluster() -> None:
+    on_time, late = FakeLoop(), FakeLoop(late=0.004)
+    counts = []
+    for loop in (on_time, late):
+        wire = Wire()
+        prober = Prober(wire.pad, lambda w=wire: w.seq, loop.call_later, loop.clock)
+        assert prober.maybe_start(1_000_000, 3_000_000, 800_000, 0.0)
+        loop.run()
+        counts.append(wire.seq)
+    # fewer, bigger bursts when the timers fire late, but the same padding over the span
+    assert abs(counts[0] - counts[1]) <= 2, counts
+
+
+def test_a_short_result_on_a_link_that_was_not_full_probes_again_soon() -> None:
+    loop, wire = FakeLoop(), Wire()
+    prober = Prober(wire.pad, lambda: wire.seq, loop.call_later, loop.clock)
+    assert prober.maybe_start(1_000_000, 3_000_000, 800_000, 0.0)
+    loop.run()
+    # sent and received at 1.5 Mbit/s (short of the 2 Mbit/s goal: the media was quieter)
+    results = [PacketResult(i, 1000, i * 0.0053, 5 + i * 0.0053) for i in range(wire.seq)]
+    assert prober.on_results(results, 0.2) is not None and not prober.last_ok
+    assert prober.failures == 0
+    assert prober.maybe_start(1_500_000, 3_000_000, 800_000, 0.3)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -34,6 +35,8 @@ OVERSHOOT = 1.2  # ... and this x what the tracks want (a result falls a little 
 MIN_STEP = 100_000.0  # bits/s: a probe asks for at least this much more than the estimate
 INTERVAL, MAX_INTERVAL = 1.0, 4.0  # seconds between probes, after failures up to the max
 RESULT_TIMEOUT = 2.0  # seconds: a cluster without feedback by then has failed
+SOON = 0.25  # seconds to the next probe after one that got through
+RAISED = 1.1  # a result this x the estimate it started from raised it well
 FALSE_SUCCESS = 3.0  # seconds: overuse this soon after a success makes it a failure
 PACKET_BITS_GUESS = 8 * 260  # one padding packet on the wire (header, extension, padding)
 
@@ -54,6 +57,10 @@ class Cluster:
     last_seq: int = -1
     sending: bool = True
     results: dict[int, PacketResult] = field(default_factory=dict)  # by seq, as reported
+    estimate_bps: float = 0.0  # the estimate when it started
+    padding_bps: float = 0.0  # the padding rate that brings the transport to the goal
+    clock_start: float = 0.0  # `clock()` when it started
+    padded: int = 0  # padding packets sent so far
 
 
 class Prober:
@@ -61,17 +68,21 @@ class Prober:
 
     `send_padding(count)` sends that many padding packets and returns how many went out;
     `next_seq()` is the transport sequence number the next packet will carry;
-    `call_later(delay, fn, *args)` paces the cluster (the running loop's, unless given).
+    `call_later(delay, fn, *args)` and `clock()` pace the cluster (the running loop's and
+    time.monotonic, unless given): each burst sends what the padding rate owes by then, so
+    late timers stretch no cluster below its rate.
     """
 
-    __slots__ = ("_call_later", "_cluster", "_handle", "_interval", "_next_at", "_next_seq",
-                 "_send", "_succeeded_at",
+    __slots__ = ("_call_later", "_clock", "_cluster", "_handle", "_interval", "_next_at",
+                 "_next_seq", "_send", "_succeeded_at",
                  "clusters", "failures", "last_ok", "last_result_bps", "successes")
 
     def __init__(self, send_padding: Callable[[int], int], next_seq: Callable[[], int],
-                 call_later: Callable[..., Handle] | None = None) -> None:
+                 call_later: Callable[..., Handle] | None = None,
+                 clock: Callable[[], float] | None = None) -> None:
         self._send = send_padding
         self._call_later = call_later
+        self._clock = clock or time.monotonic
         self._next_seq = next_seq
         self._cluster: Cluster | None = None
         self._handle: Handle | None = None
@@ -108,30 +119,36 @@ class Prober:
         if now < self._next_at or wanted_bps <= estimate_bps or estimate_bps <= 0:
             return False
         goal = self.goal(estimate_bps, wanted_bps)
-        extra_bps = goal - sending_bps
-        steps = round(PROBE_DURATION / PACE)
-        per_step = max(1, math.ceil(extra_bps * PACE / PACKET_BITS_GUESS))
-        if per_step * steps < MIN_PACKETS:
-            per_step = math.ceil(MIN_PACKETS / steps)
-        self._cluster = Cluster(goal, now, self._next_seq())
+        padding_bps = max(goal - sending_bps, MIN_PACKETS * PACKET_BITS_GUESS / PROBE_DURATION)
+        self._cluster = Cluster(goal, now, self._next_seq(), estimate_bps=estimate_bps,
+                                padding_bps=padding_bps, clock_start=self._clock())
         self.clusters += 1
-        self._burst(per_step, steps)
+        self._burst()
         return True
 
-    def _burst(self, count: int, steps_left: int) -> None:
+    def _burst(self) -> None:
         cluster = self._cluster
         self._handle = None
         if cluster is None:
             return
-        if self._send(count) == 0 and cluster.last_seq < 0:
-            self._finish(ok=False, retry=False)  # nothing to pad with (yet)
-            return
-        cluster.last_seq = self._next_seq() - 1
-        if steps_left > 1:
-            call_later = self._call_later or asyncio.get_running_loop().call_later
-            self._handle = call_later(PACE, self._burst, count, steps_left - 1)
-        else:
+        elapsed = self._clock() - cluster.clock_start
+        last = elapsed + PACE >= PROBE_DURATION
+        span = PROBE_DURATION if last else elapsed + PACE
+        owed = math.ceil(cluster.padding_bps * span / PACKET_BITS_GUESS) - cluster.padded
+        if owed > 0:
+            sent = self._send(owed)
+            if sent == 0 and cluster.padded == 0:
+                self._finish(ok=False, retry=False)  # nothing to pad with (yet)
+                return
+            cluster.padded += sent
+            cluster.last_seq = self._next_seq() - 1
+        if last:
             cluster.sending = False
+            if cluster.last_seq < 0:
+                self._finish(ok=False, retry=False)
+        else:
+            call_later = self._call_later or asyncio.get_running_loop().call_later
+            self._handle = call_later(PACE, self._burst)
 
     def on_results(self, results: list[PacketResult], now: float) -> float | None:
         """TWCC results (of one feedback): once feedback covered the whole cluster, its
@@ -146,14 +163,19 @@ class Prober:
         if cluster.sending or results[-1].seq < last:
             return None  # the feedback for the end of the cluster is still to come
         mine = [cluster.results[q] for q in sorted(cluster.results) if q <= last]
-        bps = measure(mine) if len(mine) >= (last - first + 1) * MIN_RECEIVED else None
+        measured = measure(mine) if len(mine) >= (last - first + 1) * MIN_RECEIVED else None
+        bps, saturated = measured if measured is not None else (None, True)
         ok = bps is not None and bps >= SUCCESS * cluster.goal_bps
         self.last_result_bps = bps or 0.0
         self.last_ok = ok
-        self._finish(ok=ok)
+        # Short of the goal, but the receiver got it as fast as it was sent (the link was
+        # not full) or it raised the estimate well: try again soon, higher, without backing
+        # off (libwebrtc probes on from a result that reached most of its target too).
+        onward = bps is not None and (not saturated or bps >= RAISED * cluster.estimate_bps)
+        self._finish(ok=ok, onward=onward)
         return bps
 
-    def _finish(self, *, ok: bool, retry: bool = True) -> None:
+    def _finish(self, *, ok: bool, retry: bool = True, onward: bool = False) -> None:
         cluster, self._cluster = self._cluster, None
         if self._handle is not None:
             self._handle.cancel()
@@ -163,10 +185,12 @@ class Prober:
         if ok:
             self.successes += 1
             self._succeeded_at = cluster.started
+        elif onward:
+            self._interval = INTERVAL
         elif retry:
             self.failures += 1
             self._interval = min(MAX_INTERVAL, self._interval * 2)
-        self._next_at = cluster.started + (0.25 if ok else self._interval)
+        self._next_at = cluster.started + (SOON if ok or onward else self._interval)
 
     def on_overuse(self, now: float) -> None:
         """The estimator sees overuse: if a probe succeeded just before, it over-measured (a
@@ -184,9 +208,10 @@ class Prober:
         self._finish(ok=False, retry=False)
 
 
-def measure(results: list[PacketResult]) -> float | None:
-    """A cluster's delivery rate in bits/s from its per-packet results, or None when too
-    few packets arrived or the spans make no sense."""
+def measure(results: list[PacketResult]) -> tuple[float, bool] | None:
+    """A cluster's delivery rate in bits/s from its per-packet results, and whether the
+    link was saturated (the receiver saw less than SHORTFALL of the send rate); None when
+    too few packets arrived or the spans make no sense."""
     got = [r for r in results if r.arrival_time is not None]
     if len(got) < MIN_PACKETS or len(got) < MIN_RECEIVED * len(results):
         return None
@@ -199,5 +224,5 @@ def measure(results: list[PacketResult]) -> float | None:
     send_bps = 8 * (total - got[-1].size) / sent_span
     recv_bps = 8 * (total - got[0].size) / recv_span
     if recv_bps < SHORTFALL * send_bps:
-        return UTILIZATION * recv_bps
-    return min(send_bps, recv_bps)
+        return UTILIZATION * recv_bps, True
+    return min(send_bps, recv_bps), False

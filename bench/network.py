@@ -3,6 +3,7 @@
     sudo .venv/bin/python bench/network.py                   # every scenario, ~3 min
     sudo .venv/bin/python bench/network.py sub_cap loss      # some of them
     sudo .venv/bin/python bench/network.py --no-plot
+    sudo .venv/bin/python bench/network.py --compare-off     # each also with it off, side by side
 
 Each scenario builds its own star network (tests/net/impair.py), starts roost with
 rtc.congestion_control.enabled, a simulcast 1280x720 VP8 publisher with a tone and a
@@ -147,7 +148,7 @@ def analyse(sc: Scenario, tl: Timeline, t0: float) -> dict[str, Any]:
     return res
 
 
-def plot(sc: Scenario, tl: Timeline, t0: float, out: Path) -> Path | None:
+def plot(sc: Scenario, tl: Timeline, t0: float, out: Path, suffix: str = "") -> Path | None:
     try:
         import matplotlib
 
@@ -203,22 +204,24 @@ def plot(sc: Scenario, tl: Timeline, t0: float, out: Path) -> Path | None:
     for ax in (ax1, ax2, ax3):
         ax.axvspan(sc.on_at, sc.off_at, color="orange", alpha=0.15)
         ax.set_xlim(0, sc.end_at)
-    fig.suptitle(f"{sc.name}: {sc.title} (shaded)")
+    fig.suptitle(f"{sc.name}{suffix}: {sc.title} (shaded)")
     fig.tight_layout()
-    path = out / f"network-{sc.name}.png"
+    path = out / f"network-{sc.name}{suffix}.png"
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
 
 
-def run(sc: Scenario, no_plot: bool, out: Path) -> dict[str, Any]:
+def run(sc: Scenario, no_plot: bool, out: Path, cc: bool = True) -> dict[str, Any]:
     log_dir = Path(tempfile.mkdtemp(prefix=f"roost-bench-{sc.name}-"))
     with Lab() as lab:
         if sc.name == "jitter":
             reason = impair.netem_missing(lab.host("probe"))
             if reason:
                 return {"skipped": reason}
-        call = CongestionCall(lab, netlab.start_roost, log_dir, seconds=sc.end_at + 60)
+        config = {"rtc": {"congestion_control": {"enabled": cc}}}
+        call = CongestionCall(lab, netlab.start_roost, log_dir, seconds=sc.end_at + 60,
+                              config=config)
         call.start()
         try:
             call.wait_media(timeout=60)
@@ -238,7 +241,7 @@ def run(sc: Scenario, no_plot: bool, out: Path) -> dict[str, Any]:
         tl = call.timeline.refresh()
         res = {"publisher_at_start": ready, **analyse(sc, tl, t0), "logs": str(log_dir)}
         if not no_plot:
-            res["plot"] = plot(sc, tl, t0, out)
+            res["plot"] = plot(sc, tl, t0, out, "" if cc else "-cc-off")
         return res
 
 
@@ -248,6 +251,8 @@ def main() -> None:
                         help="default: all")
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--compare-off", action="store_true",
+                        help="run each scenario again with rtc.congestion_control off")
     args = parser.parse_args()
     reason = netlab.unavailable_reason()
     if reason:
@@ -255,14 +260,17 @@ def main() -> None:
     for name in args.scenarios or list(SCENARIOS):
         sc = SCENARIOS[name]
         print(f"\n== {name}: {sc.title}; on {sc.on_at:g}-{sc.off_at:g} s of {sc.end_at:g} s")
-        result = run(sc, args.no_plot, args.out)
-        for key, value in result.items():
-            if key == "timeline":
-                print("  received every 2 s:")
-                for line in value:
-                    print(f"    {line}")
-            else:
-                print(f"  {key}: {value}")
+        for cc in (True, False) if args.compare_off else (True,):
+            if args.compare_off:
+                print(f"  -- congestion control {'on' if cc else 'off'}")
+            result = run(sc, args.no_plot, args.out, cc)
+            for key, value in result.items():
+                if key == "timeline":
+                    print("  received every 2 s:")
+                    for line in value:
+                        print(f"    {line}")
+                else:
+                    print(f"  {key}: {value}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.media.bwe_link import step
+
 from roost.media.allocator import (
     KEEP,
     PAUSE,
@@ -30,6 +32,8 @@ from roost.media.allocator import (
 )
 from roost.media.bwe import BandwidthEstimator, PacketResult
 from roost.media.probe import Prober
+
+__all__ = ["SfuLink", "step"]
 
 PACKET_SIZE = 1000  # bytes of a media packet
 PADDING_SIZE = 260  # bytes of a probe packet on the wire
@@ -168,15 +172,3 @@ class SfuLink:
     def layers(self, start: float, end: float) -> set[int]:
         return {layer for t, layer, _, _ in self.timeline if start <= t < end}
 
-
-def step(*changes: tuple[float, float]) -> Callable[[float], float]:
-    """A capacity schedule: `changes` are (from time, bits/s), in time order."""
-
-    def capacity(t: float) -> float:
-        bps = changes[0][1]
-        for since, value in changes:
-            if t >= since:
-                bps = value
-        return bps
-
-    return capacity

@@ -46,3 +46,19 @@ async def test_unassembled_flood_aborts_the_association() -> None:
     limit = (1024 * 1024 + RECEIVE_WINDOW_SLACK) // len(payload) + 2
     assert tsn <= limit
     assert dtls.sent  # an ABORT went out
+
+
+async def test_sctp_sends_after_dtls_is_gone_are_dropped_not_raised() -> None:
+    """aiortc's retransmission timers fire sends nobody awaits: with DTLS not connected
+    (a failed transport in its grace period) they must not raise."""
+    from aiortc import RTCCertificate, RTCDtlsTransport, RTCIceGatherer, RTCIceTransport
+    from aiortc.rtcsctptransport import AbortChunk
+
+    from roost.media.datachannel import BoundedSctpTransport
+
+    dtls = RTCDtlsTransport(RTCIceTransport(RTCIceGatherer()),
+                            [RTCCertificate.generateCertificate()])
+    sctp = BoundedSctpTransport(dtls)
+    sctp._remote_port, sctp._remote_verification_tag = 5000, 1
+    await sctp._send_chunk(AbortChunk())  # DTLS never connected
+    assert sctp.sends_after_close == 1

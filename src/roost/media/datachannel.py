@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from aiortc import RTCDataChannel, RTCSctpTransport
 from aiortc.rtcdatachannel import RTCDataChannelParameters
-from aiortc.rtcsctptransport import DataChunk
+from aiortc.rtcsctptransport import Chunk, DataChunk
 
 from roost.limits import KIB, Limits
 
@@ -41,6 +41,19 @@ class BoundedSctpTransport(RTCSctpTransport):
                 self.on_overrun()
             return
         await super()._receive_data_chunk(chunk)
+
+    async def _send_chunk(self, chunk: Chunk) -> None:
+        # aiortc's T1/T2 retransmission timers send with asyncio.ensure_future and never
+        # await the result: once DTLS is gone (a failed transport waits out its grace
+        # period before the participant is removed) each would log "Task exception was
+        # never retrieved". Nothing can be sent then; the association ends with the
+        # transport.
+        try:
+            await super()._send_chunk(chunk)
+        except ConnectionError:
+            self.sends_after_close += 1
+
+    sends_after_close = 0  # chunks dropped because DTLS was no longer connected
 
 
 class DataChannels:

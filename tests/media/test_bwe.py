@@ -140,3 +140,31 @@ def test_garbage_feedback_is_skipped_not_raised() -> None:
     link = Link(bwe, step((0, 10_000_000)), offered_bps=3_000_000, first_seq=1000)
     link.run_until(20.0)
     assert link.bwe.estimate_bps > 1_000_000
+
+
+def test_an_outage_is_not_taken_for_congestion() -> None:
+    """3 s with nothing arriving (a blackout), then the link is back as before: the
+    estimate stays where it was instead of collapsing to the loss-based floor."""
+    from roost.media.bwe import BandwidthEstimator, PacketResult
+
+    def feed(bwe: BandwidthEstimator, first: int, t0: float, n: int, lost: bool) -> float:
+        t = t0
+        results = []
+        for i in range(n):
+            t = t0 + i * 0.01  # 1,200 bytes every 10 ms: ~1 Mbit/s
+            results.append(PacketResult(first + i, 1200, t, None if lost else 100 + t + 0.02))
+            if len(results) == 10:
+                bwe.on_feedback(results, t + 0.05)
+                results = []
+        return t
+
+    bwe = BandwidthEstimator(initial_bps=1_000_000)
+    t = feed(bwe, 0, 0.0, 500, lost=False)  # 5 s of a steady 1 Mbit/s link
+    before = bwe.estimate_bps
+    blackout = [PacketResult(500 + i, 1200, t + 0.01 * (i + 1), None) for i in range(300)]
+    back = [PacketResult(800 + i, 1200, t + 3.01 + 0.01 * i, 100 + t + 3.03 + 0.01 * i)
+            for i in range(10)]
+    bwe.on_feedback(blackout + back, t + 3.2)
+    feed(bwe, 810, t + 3.11, 200, lost=False)
+    assert bwe.outages == 1
+    assert bwe.estimate_bps >= 0.8 * before, (before, bwe.estimate_bps)

@@ -30,6 +30,8 @@ MAX_BURST = 0.100  # a burst group spans at most 100 ms of arrivals
 CLOCK_JUMP = 3.0  # seconds: arrival and send deltas this far apart reset the delay state
 MAX_REORDERED = 3  # groups in a row arriving before their predecessor reset it too
 
+OUTAGE = 0.5  # seconds of consecutive losses that mean the link was down, not full
+
 # Trendline filter and overuse detector (libwebrtc trendline_estimator.cc), in ms.
 TREND_WINDOW = 20  # groups in the linear regression
 TREND_SMOOTHING = 0.9  # exponential smoothing of the accumulated delay
@@ -460,6 +462,7 @@ class BandwidthEstimator:
         self._feedback_seen = False
         self._estimate = int(initial)
         self.skipped = 0  # packet results ignored as duplicate, old or malformed
+        self.outages = 0  # runs of losses taken for the link being down (`_outage_losses`)
 
     @property
     def estimate_bps(self) -> int:
@@ -478,7 +481,8 @@ class BandwidthEstimator:
         self._feedback_seen = True
         received = sorted((p for p in packets if p.arrival_time is not None),
                           key=_arrival)
-        self._loss.add(len(packets), len(packets) - len(received), now)
+        outage = self._outage_losses(packets)
+        self._loss.add(len(packets) - outage, len(packets) - len(received) - outage, now)
         for p in received:
             arrival = _arrival(p)
             self._acked.add(arrival, p.size)
@@ -494,6 +498,28 @@ class BandwidthEstimator:
         self._delay.update(self._trend.hypothesis, self._acked.rate(), self._rtt, now)
         self._loss.update(self._delay.bps, self._rtt, now)
         self._combine(now)
+
+    def _outage_losses(self, packets: list[PacketResult]) -> int:
+        """Lost packets in runs sent over OUTAGE or more with nothing arriving: the link was
+        down (a blackout, a handover), not congested, and they say nothing about the rate
+        it takes. Congestion drops interleave with arrivals; such runs are left out of the
+        loss-based bound (counted in `outages`)."""
+        out = run = 0
+        start = 0.0
+        for p in packets:
+            if p.arrival_time is None:
+                if run == 0:
+                    start = p.send_time
+                run += 1
+                continue
+            if run and p.send_time - start >= OUTAGE:
+                out += run
+                self.outages += 1
+            run = 0
+        if run and packets[-1].send_time - start >= OUTAGE:
+            out += run
+            self.outages += 1
+        return out
 
     def on_remb(self, bps: int, now: float) -> None:
         """A receiver estimate (REMB): used alone when the client sends no TWCC, else as an

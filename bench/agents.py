@@ -49,6 +49,8 @@ from livekit import api  # noqa: E402
 from tests.helpers.agents import AgentWorker, agents_available  # noqa: E402
 from tests.helpers.server import RoostServer, free_port, start_server  # noqa: E402
 
+from machine import loadavg, machine_busy  # noqa: E402  (bench/ is on sys.path when run)
+
 OUT = ROOT / "bench" / "out"
 JOIN_TIMEOUT = 180.0  # seconds for every room's agent to arrive
 REGISTER_TIMEOUT = 240.0  # a worker warms all its idle processes before it registers
@@ -87,15 +89,8 @@ def log_time(line: str) -> float | None:
         return None
 
 
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of all CPUs so far, from /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return sum(fields) - idle, sum(fields)
 
 
-def loadavg() -> str:
-    return Path("/proc/loadavg").read_text().split()[0]
 
 
 def quantile(values: list[float], q: float) -> float:

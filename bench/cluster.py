@@ -50,6 +50,7 @@ from tests.helpers.redis import RedisProcess, ensure_redis_server  # noqa: E402
 from tests.helpers.server import RoostServer, start_server  # noqa: E402
 from tests.media.liteclient import LiteClient  # noqa: E402
 
+from machine import loadavg, machine_busy  # noqa: E402  (bench/ is on sys.path when run)
 from roost.media.rtp import build_extension_block  # noqa: E402
 
 warnings.filterwarnings("ignore", message="The HMAC key")  # the dev secret is short
@@ -59,15 +60,8 @@ LEVEL_ID, MID_ID = 1, 4  # extension ids of the lite client's audio offer
 JOIN_TIMEOUT = 10.0
 
 
-def loadavg() -> str:
-    return Path("/proc/loadavg").read_text().split()[0]
 
 
-def machine_busy() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs so far."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return sum(fields) - idle, sum(fields)
 
 
 def self_cpu() -> float:

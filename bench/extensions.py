@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from machine import best_ns  # bench/ is on sys.path when run as a script
 from roost.media.extensions import ExtensionRewriter
 from roost.media.rtp import (
     RtpHeader,
@@ -50,15 +51,6 @@ def packets(ext: list[tuple[int, bytes]], payload: int) -> tuple[list[bytes], Rt
     return pkts, parse_header(pkts[0])
 
 
-def best_ns(fn: Callable[[], object], repeats: int) -> float:
-    """Best-of-`repeats` time of one call of `fn` (which processes BATCH packets), per packet."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter_ns()
-        fn()
-        best = min(best, time.perf_counter_ns() - t0)
-    return best / BATCH
 
 
 def cases() -> list[tuple[str, Callable[[], object]]]:
@@ -116,7 +108,7 @@ def main() -> None:
     repeats = 20 if args.quick else 200
     print(f"# Python {sys.version.split()[0]} on {platform.machine()}, {BATCH} packets/batch")
     for name, fn in cases():
-        print(f"{name:48s} {best_ns(fn, repeats):8.1f} ns/packet")
+        print(f"{name:48s} {best_ns(fn, repeats, BATCH):8.1f} ns/packet")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ if str(ROOT) not in sys.path:
 from tests.helpers.server import RoostServer, start_server  # noqa: E402
 from tests.media.liteclient import LiteClient  # noqa: E402
 
+from machine import loadavg, machine_busy  # noqa: E402  (bench/ is on sys.path when run)
 from roost.media.rtp import build_extension_block  # noqa: E402
 
 ROOM = "bench"
@@ -75,15 +76,8 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of all CPUs so far, from /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return sum(fields) - idle, sum(fields)
 
 
-def loadavg() -> str:
-    return Path("/proc/loadavg").read_text().split()[0]
 
 
 def self_cpu() -> float:

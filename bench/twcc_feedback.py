@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 
 from forward_loop import VIDEO, piece_costs  # bench/ is on sys.path when run as a script
+from machine import best_ns  # bench/ is on sys.path when run as a script
 from roost.media.rtp import build_extension_block
 from roost.media.rtpsession import DROP, RtpSession
 from roost.media.srtp import AES128_CM_SHA1_80
@@ -58,14 +59,6 @@ def audio(seq: int) -> bytes:
     return packet([(1, b"\x9e"), (2, b"\x01\x02\x03"), (4, b"0"), (5, b"x")], seq, 100)
 
 
-def best_ns(fn: Callable[[], object], repeats: int, per: int = BATCH) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter_ns()
-        fn()
-        best = min(best, time.perf_counter_ns() - t0)
-    return best / per
 
 
 def record_cases(repeats: int) -> list[tuple[str, float]]:
@@ -82,7 +75,7 @@ def record_cases(repeats: int) -> list[tuple[str, float]]:
                 ) -> None:
             for p in pkts:
                 record(p, 1.0)
-        out.append((name, best_ns(run, repeats)))
+        out.append((name, best_ns(run, repeats, BATCH)))
     pkts = [video(s) for s in range(BATCH)]
     rec = FeedbackRecorder(TCC, 1, 0.0)
     clock = time.monotonic
@@ -91,7 +84,7 @@ def record_cases(repeats: int) -> list[tuple[str, float]]:
         record = rec.record
         for p in pkts:
             record(p, clock())
-    out.append(("record + time.monotonic()", best_ns(with_clock, repeats)))
+    out.append(("record + time.monotonic()", best_ns(with_clock, repeats, BATCH)))
     return out
 
 
@@ -109,7 +102,7 @@ def hook_cases(repeats: int) -> list[tuple[str, float]]:
         def run(on_rtp: Callable[[bytes], None] = on_rtp) -> None:
             for p in pkts:
                 on_rtp(p)
-        out.append((name, best_ns(run, repeats)))
+        out.append((name, best_ns(run, repeats, BATCH)))
     return out
 
 

@@ -17,7 +17,8 @@ Every line has `k` (kind) and `t` (time.monotonic(), the same clock in every nam
 * both `e`: events (`published`, `subscribed` with kind, `reconnecting`, `reconnected`,
   `disconnected`, `sid`).
 
-A child stops when the file `<timeline>.stop` appears (or after `seconds`).
+A child stops when the test writes a line to its stdin (`ScenarioRun.send_line`, as the
+held scenarios of tests/net/scenarios.py are released) or after `seconds`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -50,20 +52,22 @@ class Writer:
         self._file.write(json.dumps({"k": line_kind, "t": round(time.monotonic(), 4), **fields},
                                     separators=(",", ":")) + "\n")
 
-    @property
-    def stopped(self) -> bool:
-        return self.path.with_name(self.path.name + ".stop").exists()
-
     def close(self) -> None:
         self._file.close()
 
 
-async def _run_until_stopped(out: Writer, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while True:  # the stop is a file the test touches: polled
-        if out.stopped or time.monotonic() >= deadline:
-            return
-        await asyncio.sleep(0.05)
+async def _run_until_stopped(seconds: float) -> None:
+    """Until the test's line arrives on stdin (or EOF), at most `seconds`."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    try:
+        await asyncio.wait_for(reader.readline(), seconds)
+    except TimeoutError:
+        pass
+    finally:
+        transport.close()
 
 
 def _texture(rng: np.random.Generator) -> np.ndarray:
@@ -169,7 +173,7 @@ async def publisher(srv: dict[str, str], room_name: str, timeline: str,
                 await asyncio.sleep(SAMPLE_EVERY)
 
         tasks.append(asyncio.ensure_future(sample()))
-        await _run_until_stopped(out, seconds)
+        await _run_until_stopped(seconds)
         return {"sid": room.local_participant.sid}
     finally:
         _cancel(*tasks)
@@ -260,7 +264,7 @@ async def subscriber(srv: dict[str, str], room_name: str, timeline: str,
         first_sid = room.local_participant.sid
         out.write("e", what="sid", sid=first_sid)
         stats = asyncio.ensure_future(watch.stats(room))
-        await _run_until_stopped(out, seconds)
+        await _run_until_stopped(seconds)
         return {"sid": first_sid, "last_sid": room.local_participant.sid}
     finally:
         _cancel(stats, *watch.tasks)

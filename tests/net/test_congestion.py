@@ -44,8 +44,7 @@ def call(lab: Lab, start_roost_in: StartRoost, tmp_path: Path) -> Iterator[Conge
     try:
         yield c
     finally:
-        for stop in getattr(c, "_stops", []):
-            stop.touch()
+        c.release()
 
 
 def _ready(call: CongestionCall) -> dict[str, Any]:
@@ -183,8 +182,7 @@ def test_five_percent_loss_with_jitter(lab: Lab, start_roost_in: StartRoost,
     try:
         _lossy(call, "c+jitter", jitter_ms=40)
     finally:
-        for stop in call._stops:
-            stop.touch()
+        call.release()
 
 
 @pytest.mark.timeout(120)

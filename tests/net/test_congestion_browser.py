@@ -107,8 +107,7 @@ def bcall(lab: Lab, start_roost_in: StartRoost, tmp_path: Path) -> Iterator[Brow
         with contextlib.suppress(Exception):
             browser.call("disconnect", timeout=5)
         browser.close()
-        for stop in call._stops:
-            stop.touch()
+        call.release()
 
 
 def _steady_sizes(tl: Timeline, t: float | None, n: int = 5) -> list[tuple[int, int]]:

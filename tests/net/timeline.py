@@ -18,6 +18,7 @@ roost_twcc_* series.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
@@ -229,11 +230,8 @@ class CongestionCall:
                               for name in ("pub", "sub", "m")}
         for path in paths.values():
             path.unlink(missing_ok=True)
-        self._stops = [paths["pub"].with_name(paths["pub"].name + ".stop"),
-                       paths["sub"].with_name(paths["sub"].name + ".stop"),
-                       paths["m"].with_name(paths["m"].name + ".stop")]
-        for stop in self._stops:
-            stop.unlink(missing_ok=True)
+        self._scrape_stop = paths["m"].with_name(paths["m"].name + ".stop")
+        self._scrape_stop.unlink(missing_ok=True)
         self.net.server.popen([sys.executable, "-m", "tests.net.timeline", "scrape",
                                f"{self.roost.http_url}/metrics", str(paths["m"])],
                               cwd=Path(__file__).resolve().parents[2],
@@ -336,11 +334,18 @@ class CongestionCall:
         except TimeoutError:
             return None
 
+    def release(self) -> None:
+        """Tell the children to end (a line on their stdin) and the scraper (its stop file,
+        checked between scrapes); safe to call again and after a child has ended."""
+        self._scrape_stop.touch()
+        for run in self.children():
+            with contextlib.suppress(OSError, ValueError):
+                run.send_line("stop")
+
     def stop(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """Stop the children (and the scraper); their results (publisher, subscriber; {}
         without a Python subscriber)."""
-        for stop in self._stops:
-            stop.touch()
+        self.release()
         results = self.pub.wait(), (self.sub.wait() if self.sub is not None else {})
         self.timeline.refresh()
         return results
